@@ -1,0 +1,62 @@
+"""FreezeLab's core: pure Keras / NumPy / pandas, usable from a notebook without the dashboard.
+
+Example:
+>>> from models import LayerTree, TrainingConfig, TrainingJob, build_default_transfer_model
+>>> from models import load_bundled_dataset
+>>> model = build_default_transfer_model()
+>>> tree = LayerTree(model)
+>>> tree.set_frozen("transfer_model/feature_extractor", True)
+>>> data = load_bundled_dataset("digits_5_9")
+>>> job = TrainingJob(model, data.x, data.y, config=TrainingConfig(epochs=2), tree=tree)
+>>> job.run().state
+<JobState.FINISHED: 'finished'>
+>>> job.verification().message()
+'All 6 frozen layers are bitwise unchanged.'
+"""
+
+from models.bundled import (
+    build_default_transfer_model,
+    load_bundled_base,
+    load_bundled_metadata,
+    load_bundled_model,
+)
+from models.datasets import (
+    BUNDLED_DATASETS,
+    DEFAULT_DATASET,
+    ImageDataset,
+    generate_shapes,
+    load_bundled_dataset,
+    load_digits_task,
+    train_validation_split,
+)
+from models.drift import DriftRecorder, VerificationResult, verify_frozen_unchanged
+from models.training import JobState, TrainingConfig, TrainingJob, TrainingProgress
+from models.transfer import build_transfer_model, cut_base
+from models.tree import LayerNode, LayerTree, ParameterCounts, set_trainable
+
+__all__ = [
+    "BUNDLED_DATASETS",
+    "DEFAULT_DATASET",
+    "DriftRecorder",
+    "ImageDataset",
+    "JobState",
+    "LayerNode",
+    "LayerTree",
+    "ParameterCounts",
+    "TrainingConfig",
+    "TrainingJob",
+    "TrainingProgress",
+    "VerificationResult",
+    "build_default_transfer_model",
+    "build_transfer_model",
+    "cut_base",
+    "generate_shapes",
+    "load_bundled_base",
+    "load_bundled_dataset",
+    "load_bundled_metadata",
+    "load_bundled_model",
+    "load_digits_task",
+    "set_trainable",
+    "train_validation_split",
+    "verify_frozen_unchanged",
+]

@@ -1,0 +1,92 @@
+"""Small custom Keras layers FreezeLab needs, registered so saved models load in safe mode."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+# ITU-R BT.601 luma weights, the same ones tf.image.rgb_to_grayscale and Pillow use.
+DEFAULT_LUMINANCE_WEIGHTS: tuple[float, float, float] = (0.2989, 0.5870, 0.1140)
+
+
+@keras.saving.register_keras_serializable(package="freezelab")
+class RGBToGrayscale(keras.layers.Layer):
+    """Turns RGB images into one-channel grayscale images, keeping the channel axis.
+
+    Computes a weighted sum of the last (channel) axis: `y = r*w0 + g*w1 + b*w2`, so an input
+    of shape `(batch, height, width, 3)` becomes `(batch, height, width, 1)`. The layer has no
+    weights and works on every Keras backend (it only uses `keras.ops`).
+
+    Args:
+        luminance_weights: Three luminance weights for red, green and blue. Defaults to the
+            ITU-R BT.601 weights `(0.2989, 0.5870, 0.1140)`.
+        **kwargs: Base layer keyword arguments such as `name` and `dtype`.
+
+    Example:
+
+    >>> layer = RGBToGrayscale()
+    >>> layer(np.ones((2, 8, 8, 3), "float32")).shape
+    (2, 8, 8, 1)
+    """
+
+    def __init__(
+        self,
+        luminance_weights: tuple[float, float, float] | list[float] = DEFAULT_LUMINANCE_WEIGHTS,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        weights = tuple(float(weight) for weight in luminance_weights)
+        if len(weights) != 3:
+            raise ValueError(
+                f"RGBToGrayscale expects exactly 3 luminance weights (red, green, blue); "
+                f"received {len(weights)}: {weights}. Pass e.g. "
+                "luminance_weights=(0.2989, 0.587, 0.114)."
+            )
+        self.luminance_weights = weights
+
+    def build(self, input_shape: tuple) -> None:
+        channels = input_shape[-1]
+        if channels is not None and channels != 3:
+            raise ValueError(
+                f"RGBToGrayscale expects inputs with 3 channels on the last axis; received "
+                f"shape {tuple(input_shape)} with {channels} channels. Only connect it to RGB "
+                "images."
+            )
+        super().build(input_shape)
+
+    def call(self, inputs: Any) -> Any:
+        weights = ops.convert_to_tensor(self.luminance_weights, dtype=self.compute_dtype)
+        inputs = ops.cast(inputs, self.compute_dtype)
+        return ops.sum(inputs * weights, axis=-1, keepdims=True)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return (*tuple(input_shape)[:-1], 1)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update({"luminance_weights": list(self.luminance_weights)})
+        return config
+
+
+def grayscale_to_rgb(inputs: Any, name: str = "to_rgb") -> Any:
+    """Repeats a one-channel image tensor three times along the channel axis.
+
+    Built only from a built-in layer (`keras.layers.Concatenate` of three copies), so models
+    that use it need no custom objects and load in safe mode.
+
+    Args:
+        inputs: A symbolic Keras tensor of shape `(batch, height, width, 1)`.
+        name: Name of the concatenation layer.
+
+    Returns:
+        A symbolic tensor of shape `(batch, height, width, 3)`.
+
+    Example:
+
+    >>> inputs = keras.Input((8, 8, 1))
+    >>> grayscale_to_rgb(inputs).shape
+    (None, 8, 8, 3)
+    """
+    return keras.layers.Concatenate(axis=-1, name=name)([inputs, inputs, inputs])

@@ -1,0 +1,499 @@
+"""Train a Keras model in a background thread, with live progress, cancel, and drift recording.
+
+A `TrainingJob` always compiles the model afresh right before `fit`: Keras keeps the set of
+trainable variables from the last compile, so training after a freeze change without
+recompiling would still update the "frozen" layers. Here a stale compile never trains.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+
+from models.datasets import train_validation_split
+from models.drift import DriftRecorder, VerificationResult
+from models.tree import LayerTree, ParameterCounts
+
+OPTIMIZERS: dict[str, type[keras.optimizers.Optimizer]] = {
+    "adam": keras.optimizers.Adam,
+    "sgd": keras.optimizers.SGD,
+    "rmsprop": keras.optimizers.RMSprop,
+    "adamw": keras.optimizers.AdamW,
+}
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Settings of one training run.
+
+    Attributes:
+        epochs: Passes over the training data (1 to 1000).
+        batch_size: Samples per gradient step (1 to 65536).
+        learning_rate: Optimizer step size, > 0 and <= 10.
+        optimizer: One of "adam", "sgd", "rmsprop", "adamw".
+        validation_fraction: Share of the data held out for validation (stratified), 0 for none.
+        seed: Seed for the split, the shuffling, dropout and new weights.
+        drift_every_batches: Also record drift every this many batches; None for epoch ends only.
+    """
+
+    epochs: int = 3
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    validation_fraction: float = 0.2
+    seed: int = 0
+    drift_every_batches: int | None = None
+
+    def __post_init__(self) -> None:
+        def whole(name: str, value: Any, low: int, high: int) -> None:
+            if isinstance(value, bool) or not isinstance(value, int | np.integer):
+                raise TypeError(f"`{name}` must be a whole number, received {value!r}.")
+            if not low <= value <= high:
+                raise ValueError(f"`{name}` must be between {low} and {high}, received {value}.")
+
+        whole("epochs", self.epochs, 1, 1000)
+        whole("batch_size", self.batch_size, 1, 65536)
+        whole("seed", self.seed, 0, 2**31 - 1)
+        if self.drift_every_batches is not None:
+            whole("drift_every_batches", self.drift_every_batches, 1, 10**9)
+        rate = self.learning_rate
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 10:
+            raise ValueError(
+                f"`learning_rate` must be a number > 0 and <= 10, received {rate!r}. "
+                "Typical values: 1e-3 for a new head, 1e-5 for fine-tuning."
+            )
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"Unknown optimizer '{self.optimizer}'. Expected one of {sorted(OPTIMIZERS)}."
+            )
+        fraction = self.validation_fraction
+        if (
+            isinstance(fraction, bool)
+            or not isinstance(fraction, int | float)
+            or not (0 <= fraction <= 0.9)
+        ):
+            raise ValueError(
+                f"`validation_fraction` must be between 0 and 0.9, received {fraction!r}."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the settings as a plain dict (JSON-ready)."""
+        return asdict(self)
+
+
+class JobState(enum.StrEnum):
+    """Where a training job is in its life."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    FINISHED = "finished"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class TrainingProgress:
+    """A consistent snapshot of a job's progress, safe to read from any thread.
+
+    Attributes:
+        state: The job's `JobState`.
+        epoch: Epochs finished.
+        epochs: Epochs planned.
+        batch: Batches finished in the current epoch.
+        batches_per_epoch: Batches in one epoch (None when unknown, e.g. some tf.data inputs).
+        history: Per-epoch metrics, e.g. {"loss": [...], "val_accuracy": [...]}.
+        batch_history: Per-batch training metrics: {"step": [...], "loss": [...], ...}.
+        message: What happened, in words (the error when the job failed).
+        elapsed_seconds: Time since the job started running.
+        eta_seconds: Estimated time left (None before the first batch).
+    """
+
+    state: JobState
+    epoch: int
+    epochs: int
+    batch: int
+    batches_per_epoch: int | None
+    history: dict[str, list[float]]
+    batch_history: dict[str, list[float]]
+    message: str
+    elapsed_seconds: float
+    eta_seconds: float | None
+
+    @property
+    def done(self) -> bool:
+        """Whether the job has ended (finished, cancelled or failed)."""
+        return self.state in (JobState.FINISHED, JobState.CANCELLED, JobState.FAILED)
+
+    @property
+    def fraction_done(self) -> float:
+        """Share of the planned batches done, in [0, 1]."""
+        if self.state is JobState.FINISHED:
+            return 1.0
+        if not self.batches_per_epoch:
+            return self.epoch / self.epochs
+        total = self.epochs * self.batches_per_epoch
+        return min((self.epoch * self.batches_per_epoch + self.batch) / total, 1.0)
+
+
+@dataclass
+class _Data:
+    """Inputs for `fit`: arrays or tf.data datasets."""
+
+    train: Any
+    train_labels: np.ndarray | None
+    validation: Any
+    num_train: int | None
+    num_validation: int | None
+
+
+class _ProgressCallback(keras.callbacks.Callback):
+    """Reports progress to its job and stops training on cancel or a non-finite loss."""
+
+    def __init__(self, job: TrainingJob) -> None:
+        super().__init__()
+        self.job = job
+
+    def on_epoch_begin(self, epoch, logs=None) -> None:
+        self.job._update(batch=0)
+
+    def on_train_batch_end(self, batch, logs=None) -> None:
+        logs = logs or {}
+        loss = logs.get("loss")
+        self.job._record_batch(batch + 1, logs)
+        if loss is not None and not math.isfinite(float(loss)):
+            self.job._fail_soon(
+                f"The loss became {float(loss)} at epoch {self.job._epoch + 1}, batch "
+                f"{batch + 1}: training diverged. Lower the learning rate (e.g. divide it by 10), "
+                "check the data for NaN or infinite values, and start again."
+            )
+            self.model.stop_training = True
+        if self.job._cancel_event.is_set():
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None) -> None:
+        self.job._record_epoch(logs or {})
+        if self.job._cancel_event.is_set():
+            self.model.stop_training = True
+
+
+@dataclass
+class _Status:
+    state: JobState = JobState.PENDING
+    message: str = "Waiting to start."
+    started_at: float | None = None
+    ended_at: float | None = None
+    history: dict[str, list[float]] = field(default_factory=dict)
+    batch_history: dict[str, list[float]] = field(default_factory=dict)
+
+
+class TrainingJob:
+    """One training run of a model on arrays or a tf.data pipeline, observable while it runs.
+
+    The job compiles the model (fresh optimizer, loss, accuracy) right before fitting, records
+    drift with a `DriftRecorder`, and publishes progress through `progress()`, which any thread
+    may call. `start()` trains in a background thread; `run()` trains in the calling thread (for
+    tests and notebooks). `cancel()` stops it between batches; the model stays usable and the
+    history and drift keep everything up to the last finished step.
+
+    Args:
+        model: The Keras model to train (its freeze flags are read at the start).
+        x: Input array, shape (num_samples, ...) matching the model's input.
+        y: Integer class labels, shape (num_samples,).
+        config: A `TrainingConfig`.
+        train_dataset: Instead of x/y, a batched tf.data.Dataset of (inputs, labels).
+        validation_dataset: With `train_dataset`, an optional batched validation dataset.
+        tree: The model's `LayerTree` (built from `model` when omitted).
+        loss: Keras loss; defaults to sparse categorical cross-entropy on probabilities.
+
+    Example:
+    >>> job = TrainingJob(model, x, y, config=TrainingConfig(epochs=2))
+    >>> job.run()
+    >>> job.progress().state
+    <JobState.FINISHED: 'finished'>
+    >>> job.drift_frame().head()
+    >>> job.verification().message()
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        x: np.ndarray | None = None,
+        y: np.ndarray | None = None,
+        *,
+        config: TrainingConfig | None = None,
+        train_dataset: Any = None,
+        validation_dataset: Any = None,
+        tree: LayerTree | None = None,
+        loss: Any = "sparse_categorical_crossentropy",
+    ) -> None:
+        self.model = model
+        self.config = config or TrainingConfig()
+        self.tree = tree or LayerTree(model)
+        self.loss = loss
+        self._data = self._prepare_data(x, y, train_dataset, validation_dataset)
+        self.recorder = DriftRecorder(self.tree, every_n_batches=self.config.drift_every_batches)
+        self.frozen_paths: frozenset[str] = self.tree.frozen_paths()
+        self.parameter_counts: ParameterCounts = self.tree.totals()
+        self._lock = threading.Lock()
+        self._cancel_event = threading.Event()
+        self._status = _Status()
+        self._thread: threading.Thread | None = None
+        self._epoch = 0
+        self._batch = 0
+        self._pending_failure: str | None = None
+
+    # ----------------------------------------------------------------------------- input
+    def _prepare_data(self, x, y, train_dataset, validation_dataset) -> _Data:
+        if train_dataset is not None:
+            if x is not None or y is not None:
+                raise ValueError("Give either arrays (x, y) or `train_dataset`, not both.")
+            return self._prepare_tf_data(train_dataset, validation_dataset)
+        if x is None or y is None:
+            raise ValueError(
+                "No training data: pass arrays `x` and `y`, or a tf.data `train_dataset`."
+            )
+        x = np.asarray(x)
+        y = np.asarray(y)
+        self._check_arrays(x, y)
+        if self.config.validation_fraction > 0:
+            x_train, y_train, x_validation, y_validation = train_validation_split(
+                x, y, self.config.validation_fraction, self.config.seed
+            )
+            validation = (x_validation, y_validation)
+            num_validation = len(x_validation)
+        else:
+            x_train, y_train, validation, num_validation = x, y, None, 0
+        return _Data(x_train, y_train, validation, len(x_train), num_validation)
+
+    def _check_arrays(self, x: np.ndarray, y: np.ndarray) -> None:
+        if x.ndim < 2 or len(x) == 0:
+            raise ValueError(
+                f"`x` must hold at least one sample with features, received shape {x.shape}."
+            )
+        if y.shape != (len(x),):
+            raise ValueError(
+                f"`y` must hold one integer label per sample, shape ({len(x)},); received shape "
+                f"{y.shape}."
+            )
+        if not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(f"Labels must be integers 0..K-1, received dtype {y.dtype}.")
+        if not np.issubdtype(x.dtype, np.number):
+            raise ValueError(f"Inputs must be numeric, received dtype {x.dtype}.")
+        if not np.all(np.isfinite(x)):
+            raise ValueError(
+                f"The inputs contain {int(np.size(x) - np.isfinite(x).sum())} NaN or infinite "
+                "values. Clean or impute them before training."
+            )
+        expected = tuple(self.model.input_shape[1:])
+        received = tuple(x.shape[1:])
+        if len(expected) != len(received) or any(
+            e is not None and e != r for e, r in zip(expected, received, strict=False)
+        ):
+            raise ValueError(
+                f"The model expects inputs of shape {expected} per sample but the data has "
+                f"{received}. Adapt the data (or build the model for it with "
+                "build_transfer_model, which adds resizing and channel conversion)."
+            )
+        num_outputs = self.model.output_shape[-1]
+        if y.min() < 0 or (num_outputs is not None and y.max() >= num_outputs):
+            raise ValueError(
+                f"Labels range from {int(y.min())} to {int(y.max())} but the model has "
+                f"{num_outputs} outputs, so labels must lie in 0..{num_outputs - 1}. Give the "
+                "model a head with one output per class."
+            )
+
+    def _prepare_tf_data(self, train_dataset, validation_dataset) -> _Data:
+        import tensorflow as tf  # TensorFlow-only input path, imported on use.
+
+        if not isinstance(train_dataset, tf.data.Dataset):
+            raise TypeError(
+                f"`train_dataset` must be a batched tf.data.Dataset, received "
+                f"{type(train_dataset).__name__}."
+            )
+        return _Data(train_dataset, None, validation_dataset, None, None)
+
+    @property
+    def num_train_samples(self) -> int | None:
+        """Training samples (None for a tf.data input)."""
+        return self._data.num_train
+
+    @property
+    def num_validation_samples(self) -> int | None:
+        """Validation samples (None for a tf.data input)."""
+        return self._data.num_validation
+
+    @property
+    def batches_per_epoch(self) -> int | None:
+        """Batches in one epoch (None when a tf.data input does not know its length)."""
+        if self._data.num_train is not None:
+            return math.ceil(self._data.num_train / self.config.batch_size)
+        cardinality = int(self._data.train.cardinality())
+        return cardinality if cardinality > 0 else None
+
+    # ------------------------------------------------------------------------- lifecycle
+    def compile(self) -> None:
+        """Compiles the model with a fresh optimizer, so the current freeze flags take effect."""
+        optimizer = OPTIMIZERS[self.config.optimizer](learning_rate=self.config.learning_rate)
+        self.model.compile(optimizer=optimizer, loss=self.loss, metrics=["accuracy"])
+
+    def run(self) -> TrainingProgress:
+        """Trains in the calling thread until done, cancelled or failed.
+
+        Returns:
+            The final `TrainingProgress`. Errors never escape: a failed job reports them in
+            `progress().message`.
+        """
+        with self._lock:
+            if self._status.state is not JobState.PENDING:
+                raise RuntimeError("A TrainingJob runs once; create a new job to train again.")
+            self._status.state = JobState.RUNNING
+            self._status.message = "Training."
+            self._status.started_at = time.monotonic()
+        try:
+            keras.utils.set_random_seed(self.config.seed)
+            self.compile()
+            fit_arguments: dict[str, Any] = {
+                "epochs": self.config.epochs,
+                "verbose": 0,
+                "callbacks": [self.recorder, _ProgressCallback(self)],
+            }
+            if self._data.train_labels is not None:
+                fit_arguments.update(
+                    x=self._data.train,
+                    y=self._data.train_labels,
+                    batch_size=self.config.batch_size,
+                    shuffle=True,
+                )
+            else:
+                fit_arguments["x"] = self._data.train
+            if self._data.validation is not None:
+                fit_arguments["validation_data"] = self._data.validation
+            self.model.fit(**fit_arguments)
+        except Exception as error:
+            self._finish(JobState.FAILED, _describe_error(error))
+        else:
+            if self._pending_failure:
+                self._finish(JobState.FAILED, self._pending_failure)
+            elif self._cancel_event.is_set():
+                self._finish(
+                    JobState.CANCELLED,
+                    f"Stopped by request after {self._epoch} epoch(s) and {self._batch} "
+                    "batch(es) of the next; results so far are kept.",
+                )
+            else:
+                self._finish(JobState.FINISHED, f"Finished {self._epoch} epoch(s).")
+        return self.progress()
+
+    def start(self) -> None:
+        """Starts training in a background daemon thread and returns at once."""
+        if self._thread is not None:
+            raise RuntimeError("This job was already started; create a new job to train again.")
+        self._thread = threading.Thread(target=self.run, name="freezelab-training", daemon=True)
+        self._thread.start()
+
+    def cancel(self) -> None:
+        """Asks the job to stop after the current batch (safe from any thread)."""
+        self._cancel_event.set()
+
+    def wait(self, timeout: float | None = None) -> TrainingProgress:
+        """Waits for a started job to end (or for `timeout` seconds) and returns its progress."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.progress()
+
+    # ------------------------------------------------------------------ progress (thread-safe)
+    def _update(self, batch: int) -> None:
+        with self._lock:
+            self._batch = batch
+
+    def _record_batch(self, batch: int, logs: dict) -> None:
+        with self._lock:
+            self._batch = batch
+            history = self._status.batch_history
+            history.setdefault("step", []).append(
+                float(self._epoch * (self.batches_per_epoch or 0) + batch)
+            )
+            for key in ("loss", "accuracy"):
+                if key in logs:
+                    history.setdefault(key, []).append(float(logs[key]))
+
+    def _record_epoch(self, logs: dict) -> None:
+        with self._lock:
+            self._epoch += 1
+            for key, value in logs.items():
+                self._status.history.setdefault(key, []).append(float(value))
+
+    def _fail_soon(self, message: str) -> None:
+        self._pending_failure = message
+
+    def _finish(self, state: JobState, message: str) -> None:
+        with self._lock:
+            self._status.state = state
+            self._status.message = message
+            self._status.ended_at = time.monotonic()
+
+    def progress(self) -> TrainingProgress:
+        """Returns a consistent snapshot of the job's progress (thread-safe)."""
+        with self._lock:
+            status = self._status
+            now = status.ended_at or time.monotonic()
+            elapsed = now - status.started_at if status.started_at else 0.0
+            per_epoch = self.batches_per_epoch
+            eta = None
+            if status.state is JobState.RUNNING and per_epoch:
+                done = self._epoch * per_epoch + self._batch
+                total = self.config.epochs * per_epoch
+                if done:
+                    eta = elapsed / done * (total - done)
+            return TrainingProgress(
+                state=status.state,
+                epoch=self._epoch,
+                epochs=self.config.epochs,
+                batch=self._batch,
+                batches_per_epoch=per_epoch,
+                history={k: list(v) for k, v in status.history.items()},
+                batch_history={k: list(v) for k, v in status.batch_history.items()},
+                message=status.message,
+                elapsed_seconds=elapsed,
+                eta_seconds=eta,
+            )
+
+    # ------------------------------------------------------------------------------ results
+    def history_frame(self) -> pd.DataFrame:
+        """Returns per-epoch metrics as a DataFrame with an `epoch` column starting at 1."""
+        history = self.progress().history
+        frame = pd.DataFrame(history)
+        frame.insert(0, "epoch", range(1, len(frame) + 1))
+        return frame
+
+    def drift_frame(self) -> pd.DataFrame:
+        """Returns the drift records (see `DriftRecorder.frame`)."""
+        return self.recorder.frame()
+
+    def verification(self) -> VerificationResult:
+        """Returns the bitwise check that every frozen layer kept its weights and state."""
+        return self.recorder.verify()
+
+
+def _describe_error(error: Exception) -> str:
+    """Turns an exception raised inside `fit` into one actionable sentence."""
+    text = str(error).strip().splitlines()
+    first = text[0] if text else ""
+    if len(first) > 400:
+        first = first[:400] + "..."
+    kind = type(error).__name__
+    hint = ""
+    lowered = " ".join(text).lower()
+    if "shape" in lowered or "incompatible" in lowered:
+        hint = " The data's shape does not fit the model: check the input size and channels."
+    elif "out of memory" in lowered or isinstance(error, MemoryError):
+        hint = " Try a smaller batch size or a smaller model."
+    return f"Training stopped with an error ({kind}): {first}{hint}"

@@ -1,0 +1,209 @@
+"""Builds transfer-learning models: input adaptation, a nested pretrained base and a new head."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from numbers import Integral, Real
+
+import keras
+
+from models.layers import RGBToGrayscale, grayscale_to_rgb
+
+
+def _validate_data_input_shape(data_input_shape: Sequence[int]) -> tuple[int, int, int]:
+    if isinstance(data_input_shape, str) or not isinstance(data_input_shape, Sequence):
+        raise TypeError(
+            f"data_input_shape must be a tuple (height, width, channels), e.g. (8, 8, 1); "
+            f"received {data_input_shape!r}."
+        )
+    shape = tuple(data_input_shape)
+    if len(shape) != 3 or any(
+        isinstance(size, bool) or not isinstance(size, Integral) or size < 1 for size in shape
+    ):
+        raise ValueError(
+            f"data_input_shape must be 3 positive integers (height, width, channels), e.g. "
+            f"(8, 8, 1); received {shape!r}."
+        )
+    return tuple(int(size) for size in shape)
+
+
+def _base_input_shape(base: keras.Model) -> tuple:
+    if not isinstance(base, keras.Model):
+        raise TypeError(
+            f"base must be a keras.Model (e.g. a Sequential or Functional model); received "
+            f"{type(base).__name__}."
+        )
+    inputs = getattr(base, "inputs", None) if base.built else None
+    if not inputs:
+        raise ValueError(
+            f"base model '{base.name}' has no known input shape: it must be built with an "
+            "input, e.g. keras.Sequential([keras.Input((8, 8, 1)), ...]) or a Functional "
+            "model. Subclassed models without inputs are not supported."
+        )
+    if len(inputs) != 1:
+        raise ValueError(
+            f"base model '{base.name}' must take exactly one image input; it takes "
+            f"{len(inputs)} inputs."
+        )
+    if len(base.outputs) != 1:
+        raise ValueError(
+            f"base model '{base.name}' must have exactly one output; it has {len(base.outputs)}."
+        )
+    shape = tuple(inputs[0].shape)
+    if len(shape) != 4:
+        raise ValueError(
+            f"base model '{base.name}' must take images of shape (batch, height, width, "
+            f"channels); its input shape is {shape}."
+        )
+    return shape[1:]
+
+
+def build_transfer_model(
+    base: keras.Model,
+    data_input_shape: tuple[int, int, int],
+    num_classes: int,
+    *,
+    base_training: bool | None = False,
+    dropout: float = 0.2,
+    rescaling: tuple[float, float] | None = None,
+    name: str = "transfer_model",
+) -> keras.Model:
+    """Wraps a pretrained base in a Functional model with a new classification head.
+
+    The layers are, in order: `keras.Input(data_input_shape)`, input adaptation only where
+    needed (`"to_grayscale"` when the data is RGB and the base wants 1 channel, `"resize"`
+    when height/width differ, `"to_rgb"` when the data has 1 channel and the base wants 3,
+    `"rescale"` when `rescaling` is given), the base itself as ONE nested layer (the same
+    object that was passed in, so freezing it or its layers acts on this model), then
+    `"head_pooling"` (GlobalAveragePooling2D, only if the base outputs 4-D feature maps),
+    `"head_dropout"` (only if `dropout > 0`) and the `"classifier"` Dense softmax layer.
+
+    Args:
+        base: A built `keras.Model` with one 4-D image input of known channel count.
+        data_input_shape: Shape of one data image, `(height, width, channels)`.
+        num_classes: Number of classes of the new head, at least 2.
+        base_training: The `training` argument recorded for the base's node: `False`
+            (default), `None` or `True`. Caution, measured with Keras 3.15: `fit`,
+            `evaluate` and `predict` pass their own `training` flag to every nested layer and
+            it overrides this value (keras-team/keras#20285), so it only takes effect when the
+            model is called directly as `model(x)`. To keep BatchNormalization in inference
+            mode while fine-tuning, freeze those layers (`trainable = False`): a frozen
+            BatchNormalization layer always runs in inference mode in Keras 3.
+        dropout: Dropout rate before the classifier, in [0, 1); 0 adds no dropout layer.
+        rescaling: Optional `(scale, offset)` for a `keras.layers.Rescaling` applied right
+            before the base, e.g. `(2.0, -1.0)` to map [0, 1] data to the [-1, 1] range
+            keras.applications' MobileNetV2 expects, or `(255.0, 0.0)` for [0, 255].
+        name: Name of the returned model.
+
+    Returns:
+        An uncompiled Functional `keras.Model`.
+
+    Example:
+
+    >>> base = keras.Sequential(
+    ...     [keras.Input((16, 16, 3)), keras.layers.Conv2D(4, 3)], name="base")
+    >>> model = build_transfer_model(base, (8, 8, 1), num_classes=5)
+    >>> [layer.name for layer in model.layers]
+    ['image', 'resize', 'to_rgb', 'base', 'head_pooling', 'head_dropout', 'classifier']
+    """
+    height, width, channels = _validate_data_input_shape(data_input_shape)
+    base_height, base_width, base_channels = _base_input_shape(base)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, Integral) or num_classes < 2:
+        raise ValueError(
+            f"num_classes must be an integer >= 2 (a classifier needs at least two classes); "
+            f"received {num_classes!r}."
+        )
+    if isinstance(dropout, bool) or not isinstance(dropout, Real) or not 0 <= dropout < 1:
+        raise ValueError(
+            f"dropout must be a rate in [0, 1), e.g. 0.2 (0 disables dropout); received "
+            f"{dropout!r}."
+        )
+    if base_training not in (True, False, None):
+        raise TypeError(f"base_training must be True, False or None; received {base_training!r}.")
+    if rescaling is not None and (
+        isinstance(rescaling, str)
+        or not isinstance(rescaling, Sequence)
+        or len(rescaling) != 2
+        or not all(isinstance(value, Real) for value in rescaling)
+    ):
+        raise ValueError(
+            f"rescaling must be None or a pair (scale, offset) of numbers, e.g. (2.0, -1.0); "
+            f"received {rescaling!r}."
+        )
+
+    if base_channels is None:
+        raise ValueError(
+            f"base model '{base.name}' has an unknown number of input channels; build it "
+            "with a fixed channel count, e.g. keras.Input((None, None, 3))."
+        )
+    needs_grayscale = channels == 3 and base_channels == 1
+    needs_rgb = channels == 1 and base_channels == 3
+    if channels != base_channels and not (needs_grayscale or needs_rgb):
+        raise ValueError(
+            f"The base model '{base.name}' expects images with {base_channels} channel(s) "
+            f"(input shape {(base_height, base_width, base_channels)}), but the data has "
+            f"{channels} channel(s) (shape {(height, width, channels)}). FreezeLab adapts "
+            "only 1 <-> 3 channels; convert the data to 1 (grayscale) or 3 (RGB) channels."
+        )
+    target_height = height if base_height is None else int(base_height)
+    target_width = width if base_width is None else int(base_width)
+
+    inputs = keras.Input((height, width, channels), name="image")
+    outputs = inputs
+    if needs_grayscale:
+        outputs = RGBToGrayscale(name="to_grayscale")(outputs)
+    if (target_height, target_width) != (height, width):
+        outputs = keras.layers.Resizing(target_height, target_width, name="resize")(outputs)
+    if needs_rgb:
+        outputs = grayscale_to_rgb(outputs, name="to_rgb")
+    if rescaling is not None:
+        scale, offset = (float(value) for value in rescaling)
+        outputs = keras.layers.Rescaling(scale, offset, name="rescale")(outputs)
+
+    outputs = base(outputs, training=base_training)
+
+    feature_rank = len(base.outputs[0].shape)
+    if feature_rank == 4:
+        outputs = keras.layers.GlobalAveragePooling2D(name="head_pooling")(outputs)
+    elif feature_rank != 2:
+        outputs = keras.layers.Flatten(name="head_flatten")(outputs)
+    if dropout > 0:
+        outputs = keras.layers.Dropout(float(dropout), name="head_dropout")(outputs)
+    outputs = keras.layers.Dense(int(num_classes), activation="softmax", name="classifier")(outputs)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def cut_base(model: keras.Model, layer_name: str, name: str = "base") -> keras.Model:
+    """Cuts a Functional model at a layer, keeping its inputs up to that layer's output.
+
+    The returned model shares layers and weights with `model` (nothing is copied), which is
+    how a pretrained classifier is turned into a feature extractor.
+
+    Args:
+        model: A Functional or Sequential `keras.Model` with known inputs.
+        layer_name: Name of a top-level layer of `model` whose output ends the new model.
+        name: Name of the returned model.
+
+    Returns:
+        `keras.Model(model.inputs, model.get_layer(layer_name).output, name=name)`.
+
+    Example:
+
+    >>> features = cut_base(classifier, "feature_extractor", name="features")
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"model must be a keras.Model; received {type(model).__name__}.")
+    if not getattr(model, "inputs", None):
+        raise ValueError(
+            f"model '{model.name}' has no known inputs; cut_base needs a Functional or "
+            "Sequential model built with keras.Input."
+        )
+    layer_names = [layer.name for layer in model.layers]
+    if layer_name not in layer_names:
+        shown = ", ".join(repr(candidate) for candidate in layer_names[-8:])
+        more = f" (last 8 of {len(layer_names)})" if len(layer_names) > 8 else ""
+        raise ValueError(
+            f"model '{model.name}' has no layer named {layer_name!r}; valid names include "
+            f"{shown}{more}. Use one of [layer.name for layer in model.layers]."
+        )
+    return keras.Model(model.inputs, model.get_layer(layer_name).output, name=name)

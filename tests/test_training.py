@@ -1,0 +1,200 @@
+"""Tests for models.training: synchronous and background runs, cancel, errors, recompiling."""
+
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from models.training import JobState, TrainingConfig, TrainingJob
+from models.tree import LayerTree
+
+
+def small_model(num_classes: int = 3) -> keras.Sequential:
+    return keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(8, activation="relu", name="first"),
+            keras.layers.BatchNormalization(name="bn"),
+            keras.layers.Dense(num_classes, activation="softmax", name="out"),
+        ],
+        name="small",
+    )
+
+
+def data(num_samples: int = 120, num_classes: int = 3):
+    generator = np.random.default_rng(1)
+    y = np.arange(num_samples) % num_classes
+    x = generator.normal(size=(num_samples, 6)).astype("float32") + y[:, None]
+    return x, y
+
+
+def weights_of(layer):
+    return [w.numpy().copy() for w in layer.weights]
+
+
+def test_synchronous_run_trains_and_keeps_a_frozen_layer_bitwise_equal():
+    model = small_model()
+    tree = LayerTree(model)
+    tree.set_frozen("small/first", True)
+    before = weights_of(model.get_layer("first"))
+    x, y = data()
+    job = TrainingJob(model, x, y, config=TrainingConfig(epochs=3, batch_size=16), tree=tree)
+    progress = job.run()
+    assert progress.state is JobState.FINISHED, progress.message
+    assert progress.epoch == 3 and progress.fraction_done == 1.0
+    assert set(progress.history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert len(progress.history["loss"]) == 3
+    assert job.num_train_samples == 96 and job.num_validation_samples == 24
+    assert len(progress.batch_history["loss"]) == 3 * 6
+    for old, new in zip(before, weights_of(model.get_layer("first")), strict=True):
+        np.testing.assert_array_equal(old, new)
+    assert job.verification().all_unchanged
+    assert job.frozen_paths == frozenset({"small/first"})
+    assert job.history_frame().epoch.tolist() == [1, 2, 3]
+    assert not job.drift_frame().empty
+
+
+def test_background_run_reports_progress_and_finishes():
+    x, y = data()
+    job = TrainingJob(small_model(), x, y, config=TrainingConfig(epochs=2, batch_size=8))
+    assert job.progress().state is JobState.PENDING
+    job.start()
+    progress = job.wait(timeout=120)
+    assert progress.state is JobState.FINISHED, progress.message
+    assert progress.elapsed_seconds > 0
+    with pytest.raises(RuntimeError, match="already started"):
+        job.start()
+
+
+def test_cancel_mid_run_keeps_the_model_usable_and_results_so_far():
+    x, y = data(num_samples=600)
+    model = small_model()
+    job = TrainingJob(model, x, y, config=TrainingConfig(epochs=200, batch_size=4))
+    job.start()
+    deadline = time.monotonic() + 60
+    while job.progress().epoch < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    job.cancel()
+    progress = job.wait(timeout=60)
+    assert progress.state is JobState.CANCELLED
+    assert 1 <= progress.epoch < 200
+    assert "Stopped by request" in progress.message
+    assert len(progress.history["loss"]) == progress.epoch
+    drift = job.drift_frame()
+    assert drift.epoch.max() >= progress.epoch
+    assert model.predict(x[:2], verbose=0).shape == (2, 3)
+
+
+def test_nan_loss_ends_the_job_with_a_clear_message():
+    x, y = data()
+    x[40:] = 1e38  # finite, but the logits overflow: the loss becomes NaN mid-run
+    job = TrainingJob(
+        small_model(),
+        x,
+        y,
+        config=TrainingConfig(epochs=5, batch_size=16, validation_fraction=0, learning_rate=0.5),
+    )
+    job.start()
+    progress = job.wait(timeout=60)
+    assert progress.state is JobState.FAILED
+    assert "loss became nan" in progress.message.lower()
+    assert "Lower the learning rate" in progress.message
+    assert progress.epoch < 5
+
+
+def test_error_inside_fit_fails_the_job_instead_of_killing_the_thread():
+    import tensorflow as tf
+
+    wrong = tf.data.Dataset.from_tensor_slices(
+        (np.zeros((8, 5), "float32"), np.zeros(8, "int64"))
+    ).batch(4)
+    job = TrainingJob(small_model(), train_dataset=wrong, config=TrainingConfig(epochs=1))
+    job.start()
+    progress = job.wait(timeout=60)
+    assert progress.state is JobState.FAILED
+    assert progress.message.startswith("Training stopped with an error")
+
+
+def test_tf_data_input_trains():
+    import tensorflow as tf
+
+    x, y = data()
+    train = tf.data.Dataset.from_tensor_slices((x[:96], y[:96])).batch(16)
+    validation = tf.data.Dataset.from_tensor_slices((x[96:], y[96:])).batch(16)
+    job = TrainingJob(
+        small_model(),
+        train_dataset=train,
+        validation_dataset=validation,
+        config=TrainingConfig(epochs=2),
+    )
+    assert job.batches_per_epoch == 6
+    progress = job.run()
+    assert progress.state is JobState.FINISHED, progress.message
+    assert "val_loss" in progress.history
+
+
+def test_freeze_change_then_train_recompiles_so_the_frozen_layer_stays_put():
+    x, y = data()
+    model = small_model()
+    tree = LayerTree(model)
+    assert TrainingJob(model, x, y, config=TrainingConfig(epochs=1), tree=tree).run().state is (
+        JobState.FINISHED
+    )
+    tree.set_frozen("small/first", True)
+    before = weights_of(model.get_layer("first"))
+    job = TrainingJob(model, x, y, config=TrainingConfig(epochs=1), tree=tree)
+    assert job.run().state is JobState.FINISHED
+    for old, new in zip(before, weights_of(model.get_layer("first")), strict=True):
+        np.testing.assert_array_equal(old, new)
+    assert job.verification().all_unchanged
+
+
+def test_the_stale_compile_pitfall_is_real():
+    """Reference for the test above: without a recompile the "frozen" layer moves."""
+    x, y = data()
+    model = small_model()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=1, verbose=0)
+    model.get_layer("first").trainable = False
+    before = weights_of(model.get_layer("first"))
+    model.fit(x, y, epochs=1, verbose=0)
+    after = weights_of(model.get_layer("first"))
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_same_seed_gives_identical_weights():
+    x, y = data()
+    results = []
+    for _ in range(2):
+        keras.utils.set_random_seed(5)
+        model = small_model()
+        TrainingJob(model, x, y, config=TrainingConfig(epochs=2, seed=3)).run()
+        results.append([w.numpy() for w in model.weights])
+    for first, second in zip(*results, strict=True):
+        np.testing.assert_array_equal(first, second)
+
+
+def test_bad_data_and_settings_are_refused_with_clear_messages():
+    x, y = data()
+    model = small_model()
+    with pytest.raises(ValueError, match=r"expects inputs of shape \(6,\).*has \(4,\)"):
+        TrainingJob(model, x[:, :4], y)
+    with pytest.raises(ValueError, match="Labels range from 0 to 3 but the model has 3 outputs"):
+        TrainingJob(model, x, np.where(y == 2, 3, y))
+    with pytest.raises(ValueError, match="integers"):
+        TrainingJob(model, x, y.astype("float32"))
+    bad = x.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="1 NaN or infinite"):
+        TrainingJob(model, bad, y)
+    with pytest.raises(ValueError, match="No training data"):
+        TrainingJob(model)
+    with pytest.raises(ValueError, match="learning_rate"):
+        TrainingConfig(learning_rate=0)
+    with pytest.raises(ValueError, match="Unknown optimizer 'adamax'"):
+        TrainingConfig(optimizer="adamax")
+    with pytest.raises(TypeError, match="epochs"):
+        TrainingConfig(epochs=1.5)
+    with pytest.raises(ValueError, match="validation_fraction"):
+        TrainingConfig(validation_fraction=0.95)
