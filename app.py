@@ -1,41 +1,235 @@
-"""FreezeLab dashboard entry point: wires models/ (Keras core) to components/ (rendering)."""
+"""FreezeLab dashboard: wires the Keras core (models/) to the Streamlit panels (components/)."""
 
+import logging
+import math
 import os
+from dataclasses import replace
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import streamlit as st
 
-from models import LayerTree, build_default_transfer_model
+from components.layer_tree import frozen_plan_from_state, render_layer_tree
+from components.panels import (
+    render_bulk_actions,
+    render_data_step,
+    render_drift,
+    render_freeze_legend,
+    render_model_step,
+    render_progress,
+    render_run_summary,
+    render_totals,
+    render_training_controls,
+)
+from models.catalogue import DEFAULT_MODEL, MODEL_CATALOGUE, load_template
+from models.datasets import (
+    BUNDLED_DATASETS,
+    DEFAULT_DATASET,
+    ImageDataset,
+    load_bundled_dataset,
+)
+from models.training import TrainingConfig
+from models.workspace import ModelTemplate, Workspace
+
+LOGGER = logging.getLogger("freezelab")
+DEFAULT_CONFIG = TrainingConfig(epochs=3, batch_size=16, learning_rate=1e-2)
+REFRESH_SECONDS = 1.0
+DRIFT_POINTS_PER_EPOCH = 5
+DATASET_TITLES = {key: title for key, (title, _) in BUNDLED_DATASETS.items()}
 
 st.set_page_config(page_title="FreezeLab", page_icon="❄", layout="wide")
 
 
-@st.cache_resource(show_spinner="Loading the bundled model...")
-def default_model_template() -> tuple[dict, list]:
-    """Read-only template shared by all sessions: the model's config and weights."""
-    model = build_default_transfer_model()
-    return model.get_config(), model.get_weights()
+# ------------------------------------------------------------------ shared, read-only
+@st.cache_resource(show_spinner="Loading the base model...")
+def cached_template(key: str) -> ModelTemplate:
+    """One read-only template per base model for the whole server (config + weights)."""
+    return load_template(key)
 
 
-def session_model():
-    """Each session builds and keeps its own copy: freezing one never touches another."""
-    if "model" not in st.session_state:
-        import keras
-
-        config, weights = default_model_template()
-        model = keras.Model.from_config(config)
-        model.set_weights(weights)
-        st.session_state.model = model
-    return st.session_state.model
+@st.cache_resource(show_spinner="Loading the dataset...")
+def cached_dataset(key: str) -> ImageDataset:
+    """One read-only copy of each bundled dataset for the whole server."""
+    return load_bundled_dataset(key)
 
 
-st.title("❄ FreezeLab")
-tree = LayerTree(session_model())
-totals = tree.totals()
-columns = st.columns(4)
-columns[0].metric("Trainable params", f"{totals.trainable:,}")
-columns[1].metric("Non-trainable params", f"{totals.non_trainable:,}")
-columns[2].metric("Total params", f"{totals.total:,}")
-columns[3].metric("Trainable", f"{totals.trainable_fraction:.1%}")
-st.dataframe(tree.frame(), hide_index=True, use_container_width=True)
+# ------------------------------------------------------------------------ per session
+def workspace() -> Workspace:
+    """This session's own model copy, plan and runs (created on first use)."""
+    if "workspace" not in st.session_state:
+        st.session_state.workspace = Workspace(
+            cached_template(DEFAULT_MODEL), cached_dataset(DEFAULT_DATASET)
+        )
+    return st.session_state.workspace
+
+
+def tree_key(current: Workspace) -> str:
+    """The tree component's key: a new one whenever something else changed the flags."""
+    return f"layer_tree_{current.revision}"
+
+
+def notify(message: str) -> None:
+    """Keeps a message to show at the top of the next run."""
+    st.session_state.notice = message
+
+
+def on_tree_change() -> None:
+    """Applies the plan the user ticked in the tree, before the script draws the page."""
+    current = workspace()
+    try:
+        plan = frozen_plan_from_state(st.session_state.get(tree_key(current)))
+        if plan is not None:
+            current.apply_plan(plan)
+    except (TypeError, ValueError, RuntimeError) as error:
+        notify(str(error))
+        current.revision += 1  # remount the tree on the model's real flags
+
+
+def live_or_static(function, live: bool) -> None:
+    """Runs `function` as an auto-refreshing fragment while training, else once."""
+    if live:
+        st.fragment(run_every=REFRESH_SECONDS)(function)()
+    else:
+        function()
+
+
+def rerun_when_run_ends(current: Workspace) -> None:
+    """From a fragment: one full rerun when the latest run has just ended."""
+    run = current.latest_run
+    if (
+        run is not None
+        and run.job.progress().done
+        and st.session_state.get("ended_run_shown") != run.run_id
+    ):
+        st.session_state.ended_run_shown = run.run_id
+        st.rerun()
+
+
+def with_drift_resolution(config: TrainingConfig, num_samples: int) -> TrainingConfig:
+    """Records drift about DRIFT_POINTS_PER_EPOCH times an epoch, so curves show the motion."""
+    num_train = num_samples * (1 - config.validation_fraction)
+    batches = max(1, math.ceil(num_train / config.batch_size))
+    return replace(config, drift_every_batches=max(1, batches // DRIFT_POINTS_PER_EPOCH))
+
+
+# ----------------------------------------------------------------------------- page
+def main() -> None:
+    """Draws the page: sidebar run panel, then the five steps as tabs."""
+    st.session_state.setdefault("notice", None)
+    current = workspace()
+    training = current.is_training
+    if st.session_state.notice:
+        st.warning(st.session_state.notice)
+        st.session_state.notice = None
+
+    with st.sidebar:
+        st.title("❄ FreezeLab")
+        st.caption("Freeze layers, train, and see which weights moved.")
+        totals = current.tree.totals()
+        st.markdown(
+            f"**Model** {current.template.title}  \n**Data** {current.dataset.title}  \n"
+            f"**Trainable** {totals.trainable:,} of {totals.total:,} parameters "
+            f"({totals.trainable_fraction:.1%})"
+        )
+        st.subheader("4 · Train")
+        intent = render_training_controls(
+            DEFAULT_CONFIG,
+            training=training,
+            validation_fraction=st.session_state.get(
+                "validation_fraction", DEFAULT_CONFIG.validation_fraction
+            ),
+        )
+    if intent.stop:
+        current.stop()
+    if intent.start and intent.config is not None:
+        try:
+            current.start_run(with_drift_resolution(intent.config, current.dataset.num_samples))
+        except (ValueError, RuntimeError) as error:
+            st.error(f"Training could not start: {error}")
+        else:
+            st.rerun()
+
+    model_tab, freeze_tab, data_tab, train_tab, drift_tab = st.tabs(
+        ["1 · Model", "2 · Freeze", "3 · Data", "4 · Train", "5 · Drift"]
+    )
+    with model_tab:
+        choice, reset = render_model_step(
+            MODEL_CATALOGUE, current.template.key, current.template, disabled=training
+        )
+        if choice != current.template.key:
+            current.set_template(cached_template(choice))
+            st.rerun()
+        if reset:
+            current.reset_weights()
+            st.rerun()
+
+    with freeze_tab:
+        render_totals(current.tree.totals())
+        bulk = render_bulk_actions(
+            current.tree.nodes(),
+            current.base_path,
+            current.tree.base_layer_paths(current.base_path),
+            disabled=training,
+        )
+        if bulk is not None:
+            current.bulk_action(bulk.action, bulk.argument)
+            st.rerun()
+        if training:
+            st.info("The freeze plan is locked while training runs. Stop the run to change it.")
+        render_freeze_legend()
+        wanted = render_layer_tree(
+            current.tree.nodes(), key=tree_key(current), on_change=on_tree_change
+        )
+        if wanted is not None and wanted != current.tree.frozen_paths() and not training:
+            # A plan set through session state (scripts, tests) rather than a click.
+            current.apply_plan(wanted)
+            st.rerun()
+
+    with data_tab:
+        dataset_key, _ = render_data_step(
+            DATASET_TITLES,
+            current.dataset.name,
+            current.dataset,
+            st.session_state.get("validation_fraction", DEFAULT_CONFIG.validation_fraction),
+            disabled=training,
+        )
+        if dataset_key != current.dataset.name:
+            current.set_dataset(cached_dataset(dataset_key))
+            st.rerun()
+
+    with train_tab:
+        if current.latest_run is None:
+            st.info("Press **▶ Train** in the sidebar. Progress and live curves appear here.")
+        else:
+
+            def train_view() -> None:
+                run = current.latest_run
+                render_run_summary(run)
+                render_progress(run.job.progress(), key=f"run{run.run_id}_curves")
+                rerun_when_run_ends(current)
+
+            live_or_static(train_view, training)
+
+    with drift_tab:
+        if current.latest_run is None:
+            st.info(
+                "After training, this step shows how far every layer moved, and proves that "
+                "every frozen layer stayed bitwise unchanged."
+            )
+        else:
+
+            def drift_view() -> None:
+                run = current.latest_run
+                render_drift(run, live=not run.job.progress().done)
+
+            live_or_static(drift_view, training)
+
+
+try:
+    main()
+except Exception as error:  # no traceback ever reaches a user
+    LOGGER.exception("Unexpected error in the FreezeLab page")
+    st.error(
+        f"Something went wrong ({type(error).__name__}: {error}). Your model, plan and runs are "
+        "kept; try the last action again, or reload the page."
+    )

@@ -355,7 +355,9 @@ class TrainingJob:
             if self._status.state is not JobState.PENDING:
                 raise RuntimeError("A TrainingJob runs once; create a new job to train again.")
             self._status.state = JobState.RUNNING
-            self._status.message = "Training."
+            self._status.message = (
+                "Compiling the model with the current freeze plan, then training starts."
+            )
             self._status.started_at = time.monotonic()
         try:
             keras.utils.set_random_seed(self.config.seed)
@@ -377,7 +379,7 @@ class TrainingJob:
             if self._data.validation is not None:
                 fit_arguments["validation_data"] = self._data.validation
             self.model.fit(**fit_arguments)
-        except Exception as error:
+        except Exception as error:  # every error becomes the job's message
             self._finish(JobState.FAILED, _describe_error(error))
         else:
             if self._pending_failure:
@@ -417,6 +419,7 @@ class TrainingJob:
     def _record_batch(self, batch: int, logs: dict) -> None:
         with self._lock:
             self._batch = batch
+            self._status.message = "Training."
             history = self._status.batch_history
             history.setdefault("step", []).append(
                 float(self._epoch * (self.batches_per_epoch or 0) + batch)

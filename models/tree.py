@@ -146,6 +146,18 @@ def set_trainable(layer: keras.layers.Layer, trainable: bool) -> None:
         setter(sublayer, trainable)
 
 
+def _graph_call_sites(layer: keras.layers.Layer) -> dict[int, int]:
+    """Counts how often each operation is called in a functional graph (empty otherwise)."""
+    graph = layer if hasattr(layer, "_nodes_by_depth") else getattr(layer, "_functional", None)
+    counts: dict[int, int] = {}
+    for nodes in getattr(graph, "_nodes_by_depth", {}).values():
+        for node in nodes:
+            operation = getattr(node, "operation", None)
+            if operation is not None:
+                counts[id(operation)] = counts.get(id(operation), 0) + 1
+    return counts
+
+
 def child_layers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
     """Returns the direct sublayers of a layer or model, in Keras's tracking order.
 
@@ -214,6 +226,7 @@ class LayerTree:
         seen_variables: set[int] = set()
         # Iterative pre-order walk: stack of (layer, parent_path, depth).
         stack: list[tuple[keras.layers.Layer, str | None, int]] = [(self._model, None, 0)]
+        call_sites: dict[int, int] = {}
         while stack:
             layer, parent_path, depth = stack.pop()
             if id(layer) in self._entry_of_layer:
@@ -225,9 +238,8 @@ class LayerTree:
                 layer=layer,
                 depth=depth,
                 parent_path=parent_path,
-                # Called at two places of one functional graph (a "shared layer" in Keras terms).
-                is_shared=not isinstance(layer, keras.Model)
-                and len(getattr(layer, "_inbound_nodes", ())) > 1,
+                # Called at two places of its parent's graph (a "shared layer" in Keras terms).
+                is_shared=call_sites.get(id(layer), 0) > 1,
             )
             trainable_ids = {id(v) for v in layer._trainable_variables}
             for variable in layer._trainable_variables + layer._non_trainable_variables:
@@ -242,6 +254,8 @@ class LayerTree:
                 self._entries[parent_path].children.append(path)
             for child in reversed(child_layers(layer)):
                 stack.append((child, path, depth + 1))
+            for operation_id, count in _graph_call_sites(layer).items():
+                call_sites[operation_id] = call_sites.get(operation_id, 0) + count
 
     def _unique_path(self, parent_path: str | None, name: str) -> str:
         base = name if parent_path is None else f"{parent_path}{PATH_SEPARATOR}{name}"

@@ -1,18 +1,194 @@
-"""AppTest checks of the dashboard page."""
+"""AppTest checks of the dashboard: default flow, tree clicks, bulk actions, Stop, isolation."""
 
+import json
+import math
+import time
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from models import LayerTree, build_default_transfer_model
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "app.py")
+BASE = "transfer_model/feature_extractor"
 
 
-def test_page_loads_the_bundled_model_and_shows_keras_counts():
+def keras_counts(model) -> tuple[int, int]:
+    """Independent reference: Keras's own weight lists."""
+    return (
+        sum(math.prod(w.shape) for w in model.trainable_weights),
+        sum(math.prod(w.shape) for w in model.non_trainable_weights),
+    )
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {metric.label: metric.value for metric in at.metric}
+
+
+def button(at: AppTest, label: str):
+    matches = [b for b in at.button if b.label == label]
+    assert matches, f"no button {label!r}; have {[b.label for b in at.button]}"
+    return matches[0]
+
+
+def tree_element(at: AppTest):
+    elements = at.get("bidi_component")
+    assert len(elements) == 1
+    return elements[0]
+
+
+def click_tree(at: AppTest, frozen: list[str]) -> AppTest:
+    """Sends the plan exactly as the browser does (the on_change callback runs first)."""
+    element = tree_element(at)
+    states = at._tree.get_widget_states()
+    widget = states.widgets.add()
+    widget.id = element.proto.id
+    widget.json_value = json.dumps({"frozen": sorted(frozen)})
+    return at._run(states)
+
+
+def wait_for_run(at: AppTest, timeout: float = 120) -> None:
+    """AppTest neither waits for threads nor fires run_every: poll with reruns."""
+    deadline = time.monotonic() + timeout
+    workspace = at.session_state["workspace"]
+    while not workspace.latest_run.job.progress().done:
+        assert time.monotonic() < deadline, "training did not end in time"
+        time.sleep(0.3)
+    at.run()
+    at.run()
+
+
+def session_counts(at: AppTest) -> tuple[int, int]:
+    return keras_counts(at.session_state["workspace"].model)
+
+
+@pytest.fixture
+def app() -> AppTest:
     at = AppTest.from_file(APP, default_timeout=120).run()
     assert not at.exception
+    return at
+
+
+def test_first_load_preselects_the_bundled_model_and_digits_task(app):
+    values = metrics(app)
     totals = LayerTree(build_default_transfer_model()).totals()
-    values = {metric.label: metric.value for metric in at.metric}
     assert values["Trainable params"] == f"{totals.trainable:,}"
     assert values["Non-trainable params"] == f"{totals.non_trainable:,}"
+    assert values["Classes"] == "5"
+    assert app.selectbox(key="model_choice").value == "bundled_digits_cnn"
+    assert app.selectbox(key="dataset_choice").value == "digits_5_9"
+    assert not button(app, "▶ Train").disabled
+    payload = json.loads(tree_element(app).proto.json)
+    assert any(node["path"] == BASE for node in payload["nodes"])
+
+
+def test_default_flow_freeze_by_tree_click_train_and_verify(app):
+    nodes = json.loads(tree_element(app).proto.json)["nodes"]
+    plan = [node["path"] for node in nodes if node["path"].startswith(BASE)]
+    click_tree(app, plan)
+    assert not app.exception
+    reference = build_default_transfer_model()
+    reference.get_layer("feature_extractor").trainable = False
+    trainable, non_trainable = keras_counts(reference)
+    assert metrics(app)["Trainable params"] == f"{trainable:,}"
+    assert metrics(app)["Non-trainable params"] == f"{non_trainable:,}"
+    assert session_counts(app) == (trainable, non_trainable)
+
+    app.sidebar.number_input[0].set_value(2).run()
+    button(app, "▶ Train").click().run()
+    assert not app.exception
+    assert button(app, "■ Stop").disabled is False
+    wait_for_run(app)
+    assert not app.exception
+    assert any("Finished 2 epoch(s)." in s.value for s in app.success)
+    assert any(s.value == "All 6 frozen layers are bitwise unchanged." for s in app.success)
+    assert len(app.get("plotly_chart")) >= 5
+    assert app.get("download_button")
+    run = app.session_state["workspace"].latest_run
+    assert run.frozen_paths == frozenset(plan)
+    assert run.job.verification().all_unchanged
+
+
+def test_plan_set_through_session_state_is_applied(app):
+    key = tree_element(app).key
+    app.session_state[key] = {"frozen": [f"{BASE}/conv1"]}
+    app.run()
+    assert not app.exception
+    workspace = app.session_state["workspace"]
+    assert workspace.tree.frozen_paths() == frozenset({f"{BASE}/conv1"})
+    assert metrics(app)["Trainable params"] == f"{session_counts(app)[0]:,}"
+
+
+def test_bulk_actions_match_keras_counts(app):
+    for label, expected_trainable in [
+        ("Freeze base (feature_extractor)", 165),
+        ("Freeze all", 0),
+        ("Unfreeze all", 14293),
+        ("Freeze all BatchNorm", 14293 - 160),
+    ]:
+        button(app, label).click().run()
+        assert not app.exception
+        assert session_counts(app)[0] == expected_trainable, label
+        assert metrics(app)["Trainable params"] == f"{expected_trainable:,}", label
+    app.selectbox(key="freeze_up_to_target").set_value(f"{BASE}/batch_norm2").run()
+    button(app, "Apply freeze up to").click().run()
+    tree = app.session_state["workspace"].tree
+    assert not tree.node(f"{BASE}/conv2").effectively_trainable
+    assert tree.node(f"{BASE}/conv3").effectively_trainable
+    app.number_input(key="unfreeze_top_count").set_value(3).run()
+    button(app, "Apply unfreeze top N").click().run()
+    assert [tree.node(p).trainable for p in tree.base_layer_paths(tree.default_base_path())][
+        -4:
+    ] == [False, True, True, True]
+    assert metrics(app)["Trainable params"] == f"{session_counts(app)[0]:,}"
+
+
+def test_stop_keeps_results_and_a_new_start_works(app):
+    app.sidebar.number_input[0].set_value(200).run()
+    button(app, "▶ Train").click().run()
+    workspace = app.session_state["workspace"]
+    deadline = time.monotonic() + 60
+    while workspace.latest_run.job.progress().epoch < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    app.run()  # a widget click during training neither restarts nor stops it
+    assert workspace.latest_run.run_id == 1 and workspace.is_training
+    button(app, "■ Stop").click().run()
+    wait_for_run(app)
+    progress = workspace.latest_run.job.progress()
+    assert progress.state.value == "cancelled" and 1 <= progress.epoch < 200
+    assert any("Stopped by request" in w.value for w in app.warning)
+    assert not workspace.latest_run.job.drift_frame().empty
+    app.sidebar.number_input[0].set_value(1).run()
+    button(app, "▶ Train").click().run()
+    wait_for_run(app)
+    assert workspace.latest_run.run_id == 2
+    assert workspace.latest_run.job.progress().state.value == "finished"
+
+
+def test_two_sessions_are_isolated():
+    first = AppTest.from_file(APP, default_timeout=120).run()
+    second = AppTest.from_file(APP, default_timeout=120).run()
+    before = metrics(second)
+    button(first, "Freeze base (feature_extractor)").click().run()
+    first.sidebar.number_input[0].set_value(1).run()
+    button(first, "▶ Train").click().run()
+    wait_for_run(first)
+    second.run()
+    assert not first.exception and not second.exception
+    assert metrics(first)["Trainable params"] == "165"
+    assert metrics(second) == before
+    other = second.session_state["workspace"]
+    assert other.model is not first.session_state["workspace"].model
+    assert other.tree.frozen_paths() == frozenset() and other.runs == []
+
+
+def test_the_app_never_resets_keras_for_everyone():
+    sources = [
+        ROOT / "app.py",
+        *(ROOT / "components").rglob("*.py"),
+        *(ROOT / "models").rglob("*.py"),
+    ]
+    assert not [str(p) for p in sources if "clear_session" in p.read_text()]

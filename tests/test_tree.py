@@ -381,3 +381,13 @@ def test_unfreezing_a_trainable_parent_unfreezes_frozen_children():
     tree.unfreeze_all()
     assert tree.frozen_paths() == frozenset()
     assert tree.totals() == keras_counts(model)
+
+
+def test_a_nested_model_called_once_does_not_mark_its_layers_shared():
+    base = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(3, name="a"), keras.layers.Dense(2, name="b")],
+        name="base",
+    )
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="head")(base(inputs)), name="m")
+    assert not any(node.is_shared for node in LayerTree(model).nodes())

@@ -1,0 +1,480 @@
+"""Streamlit panels of the dashboard's steps: each renders plain data, returns the user's intent."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+from PIL import Image
+
+from components.figures import (
+    drift_heatmap_figure,
+    drift_lines_figure,
+    final_drift_bar_figure,
+    final_drift_table,
+    state_drift_figure,
+    training_curves_figure,
+)
+from models.datasets import ImageDataset, train_validation_split
+from models.drift import VerificationResult
+from models.training import OPTIMIZERS, JobState, TrainingConfig, TrainingProgress
+from models.tree import LayerNode, ParameterCounts
+from models.workspace import ModelTemplate, Run
+
+LEARNING_RATES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+BATCH_SIZES = (8, 16, 32, 64, 128)
+MAX_LINE_LAYERS = 40
+
+
+# ------------------------------------------------------------------------------ intents
+@dataclass(frozen=True)
+class BulkIntent:
+    """A bulk freezing action the user asked for (see `Workspace.bulk_action`)."""
+
+    action: str
+    argument: Any = None
+
+
+@dataclass(frozen=True)
+class TrainIntent:
+    """What the user asked of training in this run of the script.
+
+    Attributes:
+        config: The settings from the controls (None when they are invalid).
+        start: Start was clicked.
+        stop: Stop was clicked.
+    """
+
+    config: TrainingConfig | None
+    start: bool = False
+    stop: bool = False
+
+
+# ----------------------------------------------------------------------------- helpers
+def _format_count(value: int) -> str:
+    return f"{value:,}"
+
+
+def render_totals(counts: ParameterCounts) -> None:
+    """Shows Keras-summary-style totals: trainable, non-trainable, total, % trainable.
+
+    Args:
+        counts: The model's `ParameterCounts`.
+    """
+    columns = st.columns(4)
+    columns[0].metric("Trainable params", _format_count(counts.trainable))
+    columns[1].metric("Non-trainable params", _format_count(counts.non_trainable))
+    columns[2].metric("Total params", _format_count(counts.total))
+    columns[3].metric("Trainable", f"{counts.trainable_fraction:.1%}")
+
+
+# ------------------------------------------------------------------------- 1 Model
+def render_model_step(
+    catalogue: Mapping[str, str], selected: str, template: ModelTemplate, *, disabled: bool
+) -> tuple[str, bool]:
+    """Renders the model picker and the model card.
+
+    Args:
+        catalogue: Model key -> menu title.
+        selected: The key in use.
+        template: The template in use (for the card).
+        disabled: True while training runs.
+
+    Returns:
+        `(model_key, reset_clicked)`: the key the user picked and whether "Reset weights" was
+        clicked.
+    """
+    keys = list(catalogue)
+    choice = st.selectbox(
+        "Base model",
+        keys,
+        index=keys.index(selected) if selected in keys else 0,
+        format_func=lambda key: catalogue[key],
+        disabled=disabled,
+        key="model_choice",
+    )
+    with st.container(border=True):
+        badge = (
+            ":green-badge[pretrained]"
+            if template.pretrained
+            else (":orange-badge[not pretrained: random initialisation]")
+        )
+        st.markdown(f"**{template.title}** {badge}")
+        st.caption(template.description)
+        columns = st.columns(3)
+        columns[0].metric("Base parameters", _format_count(template.num_params))
+        columns[1].metric("Base layers", _format_count(template.num_layers))
+        columns[2].metric("Input size", " x ".join(str(s) for s in template.input_shape))
+    st.caption(
+        "FreezeLab adds a new head for the chosen dataset (pooling if needed, dropout, a Dense "
+        "classifier) and, when the data's size or channels differ, resizing and channel "
+        "conversion in front of the base. The base stays one nested model in the tree."
+    )
+    reset = st.button(
+        "Reset weights to the template",
+        disabled=disabled,
+        help="Restore the base's original weights and start a new head; the freeze plan stays.",
+    )
+    return choice, reset
+
+
+# ------------------------------------------------------------------------- 2 Freeze
+def render_bulk_actions(
+    nodes: Sequence[LayerNode], base_path: str, base_layer_paths: Sequence[str], *, disabled: bool
+) -> BulkIntent | None:
+    """Renders the bulk freezing buttons.
+
+    Args:
+        nodes: The model's nodes (for the "freeze up to" menu).
+        base_path: Path of the base model node.
+        base_layer_paths: The base's direct layers (for "unfreeze top N").
+        disabled: True while training runs.
+
+    Returns:
+        A `BulkIntent`, or None when no button was clicked.
+    """
+    base_name = base_path.rsplit("/", 1)[-1]
+    intent: BulkIntent | None = None
+    columns = st.columns(4)
+    if columns[0].button(
+        f"Freeze base ({base_name})",
+        type="primary",
+        disabled=disabled,
+        width="stretch",
+        help="base.trainable = False: the classic feature-extraction set-up.",
+    ):
+        intent = BulkIntent("freeze_base")
+    if columns[1].button("Freeze all", disabled=disabled, width="stretch"):
+        intent = BulkIntent("freeze_all")
+    if columns[2].button("Unfreeze all", disabled=disabled, width="stretch"):
+        intent = BulkIntent("unfreeze_all")
+    if columns[3].button(
+        "Freeze all BatchNorm",
+        disabled=disabled,
+        width="stretch",
+        help="Frozen BatchNormalization runs in inference mode: its moving statistics stay fixed.",
+    ):
+        intent = BulkIntent("freeze_batch_norm")
+
+    left, right = st.columns(2)
+    with left:
+        paths = [node.path for node in nodes[1:]]
+        target = st.selectbox(
+            "Freeze everything up to and including",
+            paths,
+            index=paths.index(base_path) if base_path in paths else 0,
+            format_func=lambda path: path.split("/", 1)[-1],
+            disabled=disabled,
+            key="freeze_up_to_target",
+        )
+        if st.button("Apply freeze up to", disabled=disabled, key="apply_freeze_up_to"):
+            intent = BulkIntent("freeze_up_to", target)
+    with right:
+        count = len(base_layer_paths)
+        top = st.number_input(
+            f"Unfreeze only the top N of the base's {count} layers",
+            min_value=0,
+            max_value=max(count, 0),
+            value=min(2, count),
+            step=1,
+            disabled=disabled,
+            key="unfreeze_top_count",
+        )
+        if st.button("Apply unfreeze top N", disabled=disabled, key="apply_unfreeze_top"):
+            intent = BulkIntent("unfreeze_top", int(top))
+    return intent
+
+
+def render_freeze_legend() -> None:
+    """Explains the tree's checkboxes and badges in one caption."""
+    st.caption(
+        "☑ = frozen (`layer.trainable = False`). Ticking a model or a layer with sublayers "
+        "freezes everything under it, as Keras does; a half-filled box means mixed children. "
+        "**BN**: BatchNormalization (frozen = inference mode, moving statistics fixed). "
+        "**parent frozen, still trains**: Keras 3 only checks the *top* model's flag, so a layer "
+        "set back to trainable inside a frozen nested model is still trained by `fit`."
+    )
+
+
+# --------------------------------------------------------------------------- 3 Data
+def _thumbnail(image: np.ndarray, size: int = 72) -> Image.Image:
+    pixels = np.clip(np.asarray(image) * 255.0, 0, 255).astype(np.uint8)
+    if pixels.shape[-1] == 1:
+        pixels = pixels[..., 0]
+    return Image.fromarray(pixels).resize((size, size), Image.NEAREST)
+
+
+def sample_indices(labels: np.ndarray, per_class: int, seed: int = 0) -> list[int]:
+    """Picks up to `per_class` sample indices of every class, in class order.
+
+    Args:
+        labels: Integer labels.
+        per_class: How many samples of each class.
+        seed: Seed of the choice.
+
+    Returns:
+        Indices into the dataset.
+    """
+    generator = np.random.default_rng(seed)
+    chosen: list[int] = []
+    for label in np.unique(labels):
+        candidates = np.flatnonzero(labels == label)
+        take = min(per_class, len(candidates))
+        chosen.extend(int(i) for i in generator.choice(candidates, size=take, replace=False))
+    return chosen
+
+
+def render_data_step(
+    catalogue: Mapping[str, str],
+    selected: str,
+    dataset: ImageDataset,
+    validation_fraction: float,
+    *,
+    disabled: bool,
+) -> tuple[str, float]:
+    """Renders the dataset picker, its numbers, class balance and a grid of samples.
+
+    Args:
+        catalogue: Dataset key -> menu title.
+        selected: The key in use.
+        dataset: The dataset in use.
+        validation_fraction: The current validation share.
+        disabled: True while training runs.
+
+    Returns:
+        `(dataset_key, validation_fraction)` chosen by the user.
+    """
+    keys = list(catalogue)
+    choice = st.selectbox(
+        "Dataset",
+        keys,
+        index=keys.index(selected) if selected in keys else 0,
+        format_func=lambda key: catalogue[key],
+        disabled=disabled,
+        key="dataset_choice",
+    )
+    st.caption(dataset.description)
+    fraction = st.slider(
+        "Validation split",
+        min_value=0.0,
+        max_value=0.5,
+        value=float(validation_fraction),
+        step=0.05,
+        disabled=disabled,
+        key="validation_fraction",
+        help="Share of each class held out to measure accuracy on unseen images (stratified).",
+    )
+    num_validation = 0
+    if fraction > 0:
+        try:
+            _, _, x_validation, _ = train_validation_split(dataset.x, dataset.y, fraction, 0)
+            num_validation = len(x_validation)
+        except ValueError as error:
+            st.error(str(error))
+    columns = st.columns(4)
+    columns[0].metric("Classes", dataset.num_classes)
+    columns[1].metric("Training samples", _format_count(dataset.num_samples - num_validation))
+    columns[2].metric("Validation samples", _format_count(num_validation))
+    columns[3].metric("Image size", " x ".join(str(s) for s in dataset.input_shape))
+    left, right = st.columns([1, 2])
+    with left:
+        st.markdown("**Class balance**")
+        counts = dataset.class_counts()
+        st.bar_chart(pd.DataFrame({"samples": counts.values}, index=counts.index.astype(str)))
+    with right:
+        st.markdown("**Samples**")
+        indices = sample_indices(dataset.y, per_class=2)
+        st.image(
+            [_thumbnail(dataset.x[i]) for i in indices],
+            caption=[dataset.class_names[int(dataset.y[i])] for i in indices],
+        )
+    return choice, fraction
+
+
+# -------------------------------------------------------------------------- 4 Train
+def render_training_controls(
+    defaults: TrainingConfig, *, training: bool, validation_fraction: float
+) -> TrainIntent:
+    """Renders the training settings and the Start / Stop buttons.
+
+    Args:
+        defaults: Settings to show first.
+        training: Whether a run is in progress (Start disabled, Stop enabled).
+        validation_fraction: From the data step.
+
+    Returns:
+        A `TrainIntent`.
+    """
+    epochs = st.number_input(
+        "Epochs", min_value=1, max_value=200, value=defaults.epochs, disabled=training
+    )
+    learning_rate = st.select_slider(
+        "Learning rate",
+        options=LEARNING_RATES,
+        value=defaults.learning_rate if defaults.learning_rate in LEARNING_RATES else 1e-2,
+        format_func=lambda value: f"{value:g}",
+        disabled=training,
+        help="About 1e-2 to train a new head; 1e-4 or lower to fine-tune a pretrained base.",
+    )
+    left, right = st.columns(2)
+    batch_size = left.selectbox(
+        "Batch size",
+        BATCH_SIZES,
+        index=BATCH_SIZES.index(defaults.batch_size) if defaults.batch_size in BATCH_SIZES else 1,
+        disabled=training,
+    )
+    optimizers = sorted(OPTIMIZERS)
+    optimizer = right.selectbox(
+        "Optimizer", optimizers, index=optimizers.index(defaults.optimizer), disabled=training
+    )
+    config: TrainingConfig | None
+    try:
+        config = TrainingConfig(
+            epochs=int(epochs),
+            batch_size=int(batch_size),
+            learning_rate=float(learning_rate),
+            optimizer=optimizer,
+            validation_fraction=float(validation_fraction),
+            seed=defaults.seed,
+            drift_every_batches=defaults.drift_every_batches,
+        )
+    except (TypeError, ValueError) as error:
+        st.error(str(error))
+        config = None
+    start_column, stop_column = st.columns(2)
+    start = start_column.button(
+        "▶ Train",
+        type="primary",
+        disabled=training or config is None,
+        width="stretch",
+        key="start_training",
+    )
+    stop = stop_column.button("■ Stop", disabled=not training, width="stretch", key="stop_training")
+    return TrainIntent(config=config, start=start, stop=stop)
+
+
+def _format_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}:{rest:02d}" if minutes else f"{rest} s"
+
+
+def render_progress(progress: TrainingProgress, key: str = "training_curves") -> None:
+    """Shows a run's progress bar, timing, message and live loss/accuracy curves.
+
+    Args:
+        progress: A `TrainingProgress` snapshot.
+        key: Stable key of the chart, so live refreshes update it in place.
+    """
+    batches = progress.batches_per_epoch
+    shown_epoch = min(progress.epoch + (0 if progress.done else 1), progress.epochs)
+    text = f"Epoch {shown_epoch}/{progress.epochs}"
+    if batches and not progress.done:
+        text += f" · batch {progress.batch}/{batches}"
+    text += (
+        f" · elapsed {_format_seconds(progress.elapsed_seconds)}"
+        f" · left {_format_seconds(progress.eta_seconds)}"
+    )
+    st.progress(progress.fraction_done, text=text)
+    if progress.state is JobState.FINISHED:
+        st.success(progress.message)
+    elif progress.state is JobState.CANCELLED:
+        st.warning(progress.message)
+    elif progress.state is JobState.FAILED:
+        st.error(progress.message)
+    else:
+        st.info(progress.message)
+    st.plotly_chart(
+        training_curves_figure(
+            progress.history, progress.batch_history, batches_per_epoch=progress.batches_per_epoch
+        ),
+        width="stretch",
+        key=key,
+    )
+
+
+def render_run_summary(run: Run) -> None:
+    """Shows what a run was: model, data, settings, freeze plan and parameter counts."""
+    config = run.config
+    frozen = sorted(path.split("/", 1)[-1] for path in run.frozen_paths if "/" in path)
+    st.markdown(
+        f"**{run.label}** · {run.model_title} on {run.dataset_title} · batch {config.batch_size}"
+        f" · {config.optimizer} · validation {config.validation_fraction:.0%} · "
+        f"{_format_count(run.counts.trainable)} trainable of "
+        f"{_format_count(run.counts.total)} parameters"
+    )
+    shown = ", ".join(frozen[:12]) + (f" and {len(frozen) - 12} more" if len(frozen) > 12 else "")
+    st.caption(f"Frozen flags at the start: {shown or 'none'}")
+
+
+# -------------------------------------------------------------------------- 5 Drift
+def render_verification(result: VerificationResult) -> None:
+    """Shows the bitwise proof: a green banner, or a red alarm naming every changed layer."""
+    if result.num_checked == 0:
+        st.info(result.message())
+    elif result.all_unchanged:
+        st.success(result.message(), icon=":material/verified:")
+    else:
+        st.error(result.message(), icon=":material/gpp_bad:")
+
+
+def render_drift(run: Run, *, live: bool = False) -> None:
+    """Renders every drift view of a run: banner, lines, heatmap, final bars, state, table.
+
+    Args:
+        run: The run to show.
+        live: True while the run trains (the proof is shown once it ends).
+    """
+    drift = run.job.drift_frame()
+    if drift.empty:
+        st.info("Drift appears here once training starts.")
+        return
+    if live:
+        st.info("Training is running: drift so far. The bitwise proof appears when it ends.")
+    else:
+        render_verification(run.job.verification())
+    order = run.layer_order
+    prefix = f"run{run.run_id}"
+    many = drift.layer_path.nunique() > MAX_LINE_LAYERS
+    st.plotly_chart(
+        drift_lines_figure(
+            drift, "weights", layer_order=order, max_layers=MAX_LINE_LAYERS if many else None
+        ),
+        width="stretch",
+        key=f"{prefix}_drift_lines",
+    )
+    left, right = st.columns(2)
+    with left:
+        st.plotly_chart(
+            drift_heatmap_figure(drift, "weights", layer_order=order, depths=run.depths),
+            width="stretch",
+            key=f"{prefix}_drift_heatmap",
+        )
+    with right:
+        st.plotly_chart(
+            final_drift_bar_figure(drift, "weights", layer_order=order),
+            width="stretch",
+            key=f"{prefix}_drift_bars",
+        )
+    st.subheader("Non-trainable state (BatchNorm moving statistics)")
+    st.plotly_chart(
+        state_drift_figure(drift, layer_order=order), width="stretch", key=f"{prefix}_state"
+    )
+    st.subheader("Final drift per layer")
+    table = final_drift_table(drift, layer_order=order)
+    st.dataframe(table, hide_index=True, width="stretch")
+    buffer = io.StringIO()
+    drift.to_csv(buffer, index=False)
+    st.download_button(
+        "Download drift CSV (every step)",
+        buffer.getvalue(),
+        file_name=f"freezelab_run{run.run_id}_drift.csv",
+        mime="text/csv",
+        key=f"{prefix}_download_drift",
+    )

@@ -1,0 +1,312 @@
+"""One user's working state: their own model copy, freeze plan, dataset choice and training runs.
+
+The dashboard keeps one `Workspace` per browser session. Shared, read-only things (a base
+model's config and weights, a dataset's arrays) come in as `ModelTemplate` and `ImageDataset`;
+everything a user changes (flags, weights, runs) lives only in their workspace.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+
+from models.datasets import ImageDataset
+from models.training import JobState, TrainingConfig, TrainingJob
+from models.transfer import build_transfer_model
+from models.tree import LayerTree, ParameterCounts
+
+MAX_RUNS_KEPT = 4
+TRANSFER_MODEL_NAME = "transfer_model"
+
+
+@dataclass(frozen=True, eq=False)
+class ModelTemplate:
+    """A read-only base model that many sessions can copy: its config and weights.
+
+    Attributes:
+        key: Stable id, e.g. "bundled_digits_cnn".
+        title: Human name for menus.
+        description: One or two sentences for the model card.
+        config: `base.get_config()`; never mutated.
+        weights: `base.get_weights()`; read-only arrays, never mutated.
+        class_name: The base's class name (e.g. "Sequential" or "Functional").
+        pretrained: Whether the weights were learned (False for random initialisation).
+        input_shape: The base's input shape without the batch axis.
+        num_layers: Number of layers of the base (nested ones included).
+        num_params: Parameters of the base.
+        rescaling: Optional (scale, offset) that maps [0, 1] images to what the base expects.
+    """
+
+    key: str
+    title: str
+    description: str
+    config: dict
+    weights: tuple[np.ndarray, ...]
+    class_name: str
+    pretrained: bool
+    input_shape: tuple
+    num_layers: int
+    num_params: int
+    rescaling: tuple[float, float] | None = None
+
+    @classmethod
+    def from_model(
+        cls,
+        base: keras.Model,
+        *,
+        key: str,
+        title: str,
+        description: str,
+        pretrained: bool,
+        rescaling: tuple[float, float] | None = None,
+    ) -> ModelTemplate:
+        """Captures a base model as a template (copies its config and weights).
+
+        Args:
+            base: A built Keras model, used as the feature extractor.
+            key: Stable id.
+            title: Human name.
+            description: Short description.
+            pretrained: Whether its weights were learned.
+            rescaling: Optional (scale, offset) for inputs in [0, 1].
+
+        Returns:
+            A `ModelTemplate`.
+
+        Example:
+        >>> template = ModelTemplate.from_model(load_bundled_base(), key="bundled",
+        ...                                     title="Bundled", description="", pretrained=True)
+        """
+        weights = []
+        for array in base.get_weights():
+            copy = np.array(array, copy=True)
+            copy.setflags(write=False)
+            weights.append(copy)
+        tree = LayerTree(base)
+        return cls(
+            key=key,
+            title=title,
+            description=description,
+            config=base.get_config(),
+            weights=tuple(weights),
+            class_name=type(base).__name__,
+            pretrained=pretrained,
+            input_shape=tuple(base.input_shape[1:]),
+            num_layers=len(tree) - 1,
+            num_params=tree.totals().total,
+            rescaling=rescaling,
+        )
+
+    def instantiate(self) -> keras.Model:
+        """Builds a new, independent copy of the base with the template's weights.
+
+        Returns:
+            A fresh Keras model; changing it never affects the template or other copies.
+        """
+        class_name = self.class_name
+        builder = keras.Sequential if class_name == "Sequential" else keras.Model
+        base = builder.from_config(self.config)
+        base.set_weights(list(self.weights))
+        return base
+
+
+@dataclass
+class Run:
+    """One training run, with everything needed to show and compare it later.
+
+    Attributes:
+        run_id: 1, 2, 3... within the session.
+        model_title: The base model's title at the time.
+        dataset_title: The dataset's title.
+        config: The `TrainingConfig`.
+        frozen_paths: The freeze plan (paths whose flag is False) when the run started.
+        counts: Trainable / non-trainable parameters when the run started.
+        job: The `TrainingJob` (progress, history, drift, verification).
+        layer_order: Node paths in model order, for charts.
+        depths: Node depth by path, for indented charts.
+    """
+
+    run_id: int
+    model_title: str
+    dataset_title: str
+    config: TrainingConfig
+    frozen_paths: frozenset[str]
+    counts: ParameterCounts
+    job: TrainingJob
+    layer_order: list[str] = field(default_factory=list)
+    depths: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """Short name, e.g. "Run 2 · 3 epochs · lr 0.01"."""
+        return f"Run {self.run_id} · {self.config.epochs} epochs · lr {self.config.learning_rate:g}"
+
+
+class Workspace:
+    """A session's own model (base + head for the chosen dataset), freeze plan and runs.
+
+    Args:
+        template: The base model to start from.
+        dataset: The dataset the head is built for.
+        seed: Seed for the new head's initial weights.
+
+    Example:
+    >>> workspace = Workspace(template, load_bundled_dataset("digits_5_9"))
+    >>> workspace.tree.set_frozen(workspace.base_path, True)
+    >>> run = workspace.start_run(TrainingConfig(epochs=1), background=False)
+    >>> run.job.verification().all_unchanged
+    True
+    """
+
+    def __init__(self, template: ModelTemplate, dataset: ImageDataset, seed: int = 0) -> None:
+        self._lock = threading.Lock()
+        self._run_ids = itertools.count(1)
+        self.runs: list[Run] = []
+        self.revision = 0
+        self.seed = seed
+        self.template = template
+        self.dataset = dataset
+        self.model: keras.Model
+        self.tree: LayerTree
+        self._build(keep_plan=None)
+
+    # ------------------------------------------------------------------------ building
+    def _build(self, keep_plan: Iterable[str] | None) -> None:
+        keras.utils.set_random_seed(self.seed)
+        base = self.template.instantiate()
+        self.model = build_transfer_model(
+            base,
+            self.dataset.input_shape,
+            self.dataset.num_classes,
+            rescaling=self.template.rescaling,
+            name=TRANSFER_MODEL_NAME,
+        )
+        self.tree = LayerTree(self.model)
+        self.base_path = self.tree.path_of(base)
+        if keep_plan is not None:
+            self.tree.apply_frozen_paths(set(keep_plan) & set(self.tree.paths()))
+        self.revision += 1
+
+    def _require_idle(self, action: str) -> None:
+        if self.is_training:
+            raise RuntimeError(
+                f"Cannot {action} while training runs. Stop the run first or wait for it to end."
+            )
+
+    def set_template(self, template: ModelTemplate) -> None:
+        """Switches to another base model (new head, freeze plan reset)."""
+        self._require_idle("change the model")
+        self.template = template
+        self._build(keep_plan=None)
+
+    def set_dataset(self, dataset: ImageDataset) -> None:
+        """Switches dataset; rebuilds the head when the input shape or classes change.
+
+        The freeze plan of the layers that still exist is kept.
+        """
+        self._require_idle("change the dataset")
+        same_shape = dataset.input_shape == self.dataset.input_shape
+        same_classes = dataset.num_classes == self.dataset.num_classes
+        self.dataset = dataset
+        if not (same_shape and same_classes):
+            self._build(keep_plan=self.tree.frozen_paths())
+
+    def reset_weights(self) -> None:
+        """Restores the base's template weights and a new head, keeping the freeze plan."""
+        self._require_idle("reset the weights")
+        self._build(keep_plan=self.tree.frozen_paths())
+
+    # ------------------------------------------------------------------------ freezing
+    def apply_plan(self, frozen_paths: Iterable[str]) -> None:
+        """Applies a freeze plan (see `LayerTree.apply_frozen_paths`)."""
+        self._require_idle("change the freeze plan")
+        self.tree.apply_frozen_paths(frozen_paths)
+
+    def bulk_action(self, action: str, argument: Any = None) -> None:
+        """Runs a bulk freezing action and bumps the revision (so views refresh).
+
+        Args:
+            action: One of "freeze_all", "unfreeze_all", "freeze_base", "freeze_up_to"
+                (argument: path), "unfreeze_top" (argument: number of base layers),
+                "freeze_batch_norm".
+            argument: The action's argument, when it takes one.
+        """
+        self._require_idle("change the freeze plan")
+        actions: dict[str, Callable[[], None]] = {
+            "freeze_all": self.tree.freeze_all,
+            "unfreeze_all": self.tree.unfreeze_all,
+            "freeze_base": lambda: self.tree.set_frozen(self.base_path, True),
+            "freeze_up_to": lambda: self.tree.freeze_up_to(argument),
+            "unfreeze_top": lambda: self.tree.unfreeze_top(argument, self.base_path),
+            "freeze_batch_norm": self.tree.freeze_batch_norm,
+        }
+        if action not in actions:
+            raise ValueError(f"Unknown bulk action '{action}'. Expected one of {sorted(actions)}.")
+        actions[action]()
+        self.revision += 1
+
+    # ------------------------------------------------------------------------ training
+    @property
+    def latest_run(self) -> Run | None:
+        """The most recent run, or None."""
+        return self.runs[-1] if self.runs else None
+
+    @property
+    def is_training(self) -> bool:
+        """Whether the latest run is still pending or running."""
+        run = self.latest_run
+        return run is not None and run.job.progress().state in (
+            JobState.PENDING,
+            JobState.RUNNING,
+        )
+
+    def start_run(self, config: TrainingConfig, *, background: bool = True) -> Run:
+        """Creates a run with the current plan and trains it (always freshly compiled).
+
+        Args:
+            config: Training settings.
+            background: True trains in a thread and returns at once; False trains first.
+
+        Returns:
+            The new `Run` (also appended to `runs`; only the last MAX_RUNS_KEPT are kept).
+
+        Raises:
+            RuntimeError: When a run is already training.
+            ValueError: When the data does not fit the model or the settings are invalid.
+        """
+        with self._lock:
+            self._require_idle("start another run")
+            job = TrainingJob(
+                self.model, self.dataset.x, self.dataset.y, config=config, tree=self.tree
+            )
+            nodes = self.tree.nodes()
+            run = Run(
+                run_id=next(self._run_ids),
+                model_title=self.template.title,
+                dataset_title=self.dataset.title,
+                config=config,
+                frozen_paths=job.frozen_paths,
+                counts=job.parameter_counts,
+                job=job,
+                layer_order=[node.path for node in nodes],
+                depths={node.path: node.depth for node in nodes},
+            )
+            self.runs.append(run)
+            del self.runs[:-MAX_RUNS_KEPT]
+        if background:
+            job.start()
+        else:
+            job.run()
+        return run
+
+    def stop(self) -> None:
+        """Asks the running job, if any, to stop after its current batch."""
+        run = self.latest_run
+        if run is not None:
+            run.job.cancel()
