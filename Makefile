@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8501
 
-.PHONY: run test lint pytest bundled clean
+.PHONY: run test lint pytest bundled screenshots clean
 
 # The virtual environment is created once with the current python3.
 $(BIN)/python:
@@ -34,6 +34,10 @@ test: lint pytest
 # Re-creates models/bundled_digits_cnn.keras from scikit-learn's bundled digits (fixed seed).
 bundled: $(VENV)/.runtime-installed
 	$(BIN)/python scripts/train_bundled_model.py
+
+# PNGs of the main steps for the README, taken in headless Chromium.
+screenshots: $(VENV)/.dev-installed
+	$(BIN)/python scripts/screenshots.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
