@@ -21,6 +21,7 @@ from components.panels import (
     render_totals,
     render_training_controls,
 )
+from components.runtime import keep_keras_session
 from models.catalogue import DEFAULT_MODEL, MODEL_CATALOGUE, load_template
 from models.datasets import (
     BUNDLED_DATASETS,
@@ -31,9 +32,12 @@ from models.datasets import (
 from models.training import TrainingConfig
 from models.workspace import ModelTemplate, Workspace
 
+keep_keras_session()
+
 LOGGER = logging.getLogger("freezelab")
 DEFAULT_CONFIG = TrainingConfig(epochs=3, batch_size=16, learning_rate=1e-2)
 REFRESH_SECONDS = 1.0
+DRIFT_REFRESH_SECONDS = 2.5
 DRIFT_POINTS_PER_EPOCH = 5
 DATASET_TITLES = {key: title for key, (title, _) in BUNDLED_DATASETS.items()}
 
@@ -85,10 +89,10 @@ def on_tree_change() -> None:
         current.revision += 1  # remount the tree on the model's real flags
 
 
-def live_or_static(function, live: bool) -> None:
+def live_or_static(function, live: bool, every: float = REFRESH_SECONDS) -> None:
     """Runs `function` as an auto-refreshing fragment while training, else once."""
     if live:
-        st.fragment(run_every=REFRESH_SECONDS)(function)()
+        st.fragment(run_every=every)(function)()
     else:
         function()
 
@@ -222,7 +226,7 @@ def main() -> None:
                 run = current.latest_run
                 render_drift(run, live=not run.job.progress().done)
 
-            live_or_static(drift_view, training)
+            live_or_static(drift_view, training, every=DRIFT_REFRESH_SECONDS)
 
 
 try:

@@ -436,7 +436,10 @@ def render_drift(run: Run, *, live: bool = False) -> None:
         st.info("Drift appears here once training starts.")
         return
     if live:
-        st.info("Training is running: drift so far. The bitwise proof appears when it ends.")
+        st.info(
+            "Training is running: drift so far. The heatmap, final drift, BatchNorm state and "
+            "the bitwise proof appear when it ends."
+        )
     else:
         render_verification(run.job.verification())
     order = run.layer_order
@@ -449,6 +452,8 @@ def render_drift(run: Run, *, live: bool = False) -> None:
         width="stretch",
         key=f"{prefix}_drift_lines",
     )
+    if live:
+        return  # keep live refreshes light: the training thread needs the CPU more
     left, right = st.columns(2)
     with left:
         st.plotly_chart(
