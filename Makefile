@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8501
 
-.PHONY: run test lint pytest bundled screenshots clean
+.PHONY: run test lint pytest chromium bundled screenshots clean
 
 # The virtual environment is created once with the current python3.
 $(BIN)/python:
@@ -29,7 +29,19 @@ lint: $(VENV)/.dev-installed
 pytest: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest
 
-test: lint pytest
+# The browser tests drive the system Chromium (Playwright never downloads a browser). Install
+# Debian's package when it is missing and we can (root with apt-get); otherwise those tests fail
+# with a message that says how to install one.
+chromium:
+	@if [ -n "$$FREEZELAB_CHROMIUM" ] || command -v chromium >/dev/null 2>&1 \
+	  || command -v chromium-browser >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "Installing Debian's chromium for the browser tests..."; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+	  || echo "Could not install chromium; the browser tests will say how."; \
+	else echo "No Chromium found: the browser tests will fail; see README (Browser tests)."; fi
+
+test: lint chromium pytest
 
 # Re-creates models/bundled_digits_cnn.keras from scikit-learn's bundled digits (fixed seed).
 bundled: $(VENV)/.runtime-installed

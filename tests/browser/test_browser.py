@@ -1,0 +1,169 @@
+"""End-to-end scenarios in a real Chromium: what AppTest cannot see (the tree's JS, plotly)."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from playwright.sync_api import Page, expect
+
+from models import LayerTree, build_default_transfer_model
+from tests.browser.harness import open_app, wait_for_app
+
+BASE = "transfer_model/feature_extractor"
+
+
+def checkbox(page: Page, path: str):
+    return page.get_by_label(f"freeze {path}", exact=True)
+
+
+def metric(page: Page, label: str):
+    return page.locator("[data-testid=stMetric]", has_text=label).first.locator(
+        "[data-testid=stMetricValue]"
+    )
+
+
+def go(page: Page, tab: str) -> None:
+    page.get_by_role("tab", name=tab).click()
+
+
+def set_epochs(page: Page, epochs: int) -> None:
+    field = page.get_by_label("Epochs")
+    field.fill(str(epochs))
+    field.press("Enter")
+    wait_for_app(page)
+
+
+def plotly_traces(page: Page, index: int) -> list[dict]:
+    chart = page.locator(".js-plotly-plot").nth(index)
+    chart.wait_for(timeout=60_000)
+    # _fullData holds the decoded arrays (plotly sends numbers base64-encoded).
+    return chart.evaluate(
+        "el => el._fullData.map(t => ({name: t.name, dash: t.line ? t.line.dash : null,"
+        " color: t.line ? t.line.color : null, y: Array.from(t.y || [])}))"
+    )
+
+
+def expected_counts_with_base_frozen() -> tuple[str, str]:
+    tree = LayerTree(build_default_transfer_model())
+    tree.set_frozen(BASE, True)
+    totals = tree.totals()
+    return f"{totals.trainable:,}", f"{totals.non_trainable:,}"
+
+
+def test_newcomer_freezes_the_feature_extractor_trains_and_sees_the_proof(page: Page, app_url):
+    open_app(page, app_url)
+    expect(page.get_by_text("Bundled digits CNN").first).to_be_visible()
+    go(page, "2 · Freeze")
+    expect(metric(page, "Trainable params")).to_have_text("14,293")
+    checkbox(page, BASE).click()
+    trainable, non_trainable = expected_counts_with_base_frozen()
+    expect(metric(page, "Trainable params")).to_have_text(trainable)
+    expect(metric(page, "Non-trainable params")).to_have_text(non_trainable)
+    expect(checkbox(page, f"{BASE}/conv1")).to_be_checked()
+
+    set_epochs(page, 2)
+    go(page, "4 · Train")
+    page.get_by_role("button", name="▶ Train").click()
+    bar = page.locator("[data-testid=stProgress]")
+    seen = set()
+    deadline = time.monotonic() + 120
+    while not page.get_by_text("Finished 2 epoch(s).").is_visible():
+        assert time.monotonic() < deadline, "training did not finish"
+        if bar.count():
+            seen.add(bar.first.inner_text())
+        page.wait_for_timeout(200)
+    assert len(seen) >= 2, f"the progress bar never moved: {seen}"
+
+    go(page, "5 · Drift")
+    expect(page.get_by_text("All 6 frozen layers are bitwise unchanged.")).to_be_visible()
+    traces = plotly_traces(page, 1)  # 0: training curves, 1: drift lines
+    frozen = [t for t in traces if t["dash"] == "dash"]
+    trainable_traces = [t for t in traces if t["dash"] != "dash" and t["y"]]
+    assert len(frozen) == 6
+    assert all(len(trace["y"]) > 2 for trace in frozen)
+    assert all(value == 0 for trace in frozen for value in trace["y"])
+    assert any(max(trace["y"]) > 0 for trace in trainable_traces)
+
+
+def test_tri_state_and_the_effective_state_badge(page: Page, app_url):
+    open_app(page, app_url)
+    go(page, "2 · Freeze")
+    checkbox(page, f"{BASE}/conv1").click()
+    wait_for_app(page)
+    parent = checkbox(page, BASE)
+    expect(parent).not_to_be_checked()
+    assert parent.evaluate("el => el.indeterminate") is True
+    parent.click()
+    wait_for_app(page)
+    expect(parent).to_be_checked()
+    assert parent.evaluate("el => el.indeterminate") is False
+    for child in ("conv1", "batch_norm1", "conv3", "global_pool"):
+        expect(checkbox(page, f"{BASE}/{child}")).to_be_checked()
+    checkbox(page, f"{BASE}/conv3").click()
+    wait_for_app(page)
+    row = page.locator(f'[data-path="{BASE}/conv3"]').first
+    expect(row.get_by_text("parent frozen, still trains")).to_be_visible()
+    expect(parent).to_be_checked()
+    assert parent.evaluate("el => el.indeterminate") is True
+
+
+def test_search_filters_and_expand_collapse_all(page: Page, app_url):
+    open_app(page, app_url)
+    go(page, "2 · Freeze")
+    rows = page.locator(".row[data-path]")
+    search = page.get_by_label("search layers")
+    search.fill("batch_norm")
+    page.wait_for_timeout(300)
+    visible = [
+        p
+        for p in rows.evaluate_all("rs => rs.filter(r => r.offsetParent).map(r => r.dataset.path)")
+    ]
+    assert f"{BASE}/batch_norm2" in visible and BASE in visible and "transfer_model" in visible
+    assert f"{BASE}/conv2" not in visible and "transfer_model/classifier" not in visible
+    search.fill("")
+    page.get_by_role("button", name="Collapse all").click()
+    page.wait_for_timeout(300)
+    expect(checkbox(page, f"{BASE}/conv1")).to_be_hidden()
+    page.get_by_role("button", name="Expand all").click()
+    expect(checkbox(page, f"{BASE}/conv1")).to_be_visible()
+
+
+def test_stop_during_training_keeps_results_and_a_new_start_works(page: Page, app_url):
+    open_app(page, app_url)
+    set_epochs(page, 100)
+    go(page, "4 · Train")
+    page.get_by_role("button", name="▶ Train").click()
+    expect(page.get_by_text(re.compile(r"Epoch 2/100"))).to_be_visible(timeout=90_000)
+    page.get_by_role("button", name="■ Stop").click()
+    stopped = page.get_by_text(re.compile(r"Stopped by request after \d+ epoch"))
+    expect(stopped).to_be_visible(timeout=30_000)
+    epochs_done = int(re.search(r"after (\d+) epoch", stopped.inner_text()).group(1))
+    assert 1 <= epochs_done <= 3
+    expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=60_000)
+    set_epochs(page, 1)
+    page.get_by_role("button", name="▶ Train").click()
+    expect(page.get_by_text("Finished 1 epoch(s).")).to_be_visible(timeout=90_000)
+    expect(page.get_by_text(re.compile(r"Run 2 · 1 epochs"))).to_be_visible()
+
+
+def test_two_browser_contexts_do_not_share_a_model(browser, app_url):
+    first = browser.new_context().new_page()
+    second = browser.new_context().new_page()
+    open_app(first, app_url)
+    open_app(second, app_url)
+    go(first, "2 · Freeze")
+    go(second, "2 · Freeze")
+    checkbox(first, BASE).click()
+    trainable, _ = expected_counts_with_base_frozen()
+    expect(metric(first, "Trainable params")).to_have_text(trainable)
+    set_epochs(first, 1)
+    first.get_by_role("button", name="▶ Train").click()
+    go(first, "4 · Train")
+    expect(first.get_by_text("Finished 1 epoch(s).")).to_be_visible(timeout=90_000)
+    second.reload()
+    wait_for_app(second)
+    go(second, "2 · Freeze")
+    expect(metric(second, "Trainable params")).to_have_text("14,293")
+    expect(checkbox(second, BASE)).not_to_be_checked()
+    expect(checkbox(second, f"{BASE}/conv1")).not_to_be_checked()
