@@ -11,6 +11,9 @@ import streamlit as st
 
 from components.layer_tree import frozen_plan_from_state, render_layer_tree
 from components.panels import (
+    DataRequest,
+    ModelRequest,
+    UploadedModelInfo,
     render_bulk_actions,
     render_data_step,
     render_drift,
@@ -20,16 +23,33 @@ from components.panels import (
     render_run_summary,
     render_totals,
     render_training_controls,
+    show_error,
 )
 from components.runtime import keep_keras_session
-from models.catalogue import DEFAULT_MODEL, MODEL_CATALOGUE, load_template
+from models.applications import APPLICATION_ENTRIES, WeightsUnavailableError
+from models.catalogue import DEFAULT_MODEL, load_template
 from models.datasets import (
     BUNDLED_DATASETS,
     DEFAULT_DATASET,
     ImageDataset,
     load_bundled_dataset,
 )
+from models.keras_datasets import KERAS_DATASETS, load_keras_dataset
 from models.training import TrainingConfig
+from models.tree import LayerTree
+from models.upload_data import (
+    check_batch_fits,
+    csv_columns,
+    dense_base_template,
+    load_csv_dataset,
+    load_image_zip,
+)
+from models.upload_model import (
+    cut_layer_choices,
+    default_cut_layer,
+    load_uploaded_model,
+    uploaded_template,
+)
 from models.workspace import ModelTemplate, Workspace
 
 keep_keras_session()
@@ -55,6 +75,18 @@ def cached_template(key: str) -> ModelTemplate:
 def cached_dataset(key: str) -> ImageDataset:
     """One read-only copy of each bundled dataset for the whole server."""
     return load_bundled_dataset(key)
+
+
+@st.cache_resource(show_spinner="Building the keras.applications model...", max_entries=12)
+def cached_application(key: str, input_size: int, pretrained: bool) -> ModelTemplate:
+    """keras.applications templates, shared read-only (ImageNet weights from the Keras cache)."""
+    return load_template(key, input_size=input_size, pretrained=pretrained)
+
+
+@st.cache_resource(show_spinner="Loading from the Keras cache...", max_entries=6)
+def cached_keras_dataset(key: str, subset_size: int) -> ImageDataset:
+    """keras.datasets subsets, shared read-only."""
+    return load_keras_dataset(key, subset_size)
 
 
 # ------------------------------------------------------------------------ per session
@@ -87,6 +119,72 @@ def on_tree_change() -> None:
     except (TypeError, ValueError, RuntimeError) as error:
         notify(str(error))
         current.revision += 1  # remount the tree on the model's real flags
+
+
+def handle_model_request(current: Workspace, request: ModelRequest) -> None:
+    """Carries out the model step's request; errors are kept to show, the work stays."""
+    st.session_state.model_error = None
+    try:
+        if request.kind == "bundled":
+            current.set_template(cached_template(DEFAULT_MODEL))
+        elif request.kind in ("application", "application_random"):
+            st.session_state.weights_error = None
+            try:
+                template = cached_application(request.key, request.input_size, request.pretrained)
+            except WeightsUnavailableError as error:
+                st.session_state.weights_error = str(error)
+                return
+            current.set_template(template)
+        elif request.kind == "upload":
+            model = load_uploaded_model(request.data, request.filename)
+            st.session_state.uploaded_model = (request.filename, model)
+            st.session_state.uploaded_info = UploadedModelInfo(
+                filename=request.filename,
+                num_layers=len(model.layers),
+                num_params=LayerTree(model).totals().total,
+                cut_choices=tuple(cut_layer_choices(model)),
+                default_cut=default_cut_layer(model),
+            )
+        elif request.kind == "cut":
+            filename, model = st.session_state.uploaded_model
+            current.set_template(uploaded_template(model, request.cut_layer, filename))
+        elif request.kind == "reset":
+            current.reset_weights()
+    except (ValueError, TypeError, RuntimeError) as error:
+        st.session_state.model_error = str(error)
+
+
+def handle_data_request(current: Workspace, request: DataRequest) -> None:
+    """Carries out the data step's request, switching to a fitting base model if needed."""
+    st.session_state.data_error = None
+    try:
+        notes: list[str] = []
+        if request.kind == "bundled":
+            dataset = cached_dataset(request.key)
+        elif request.kind == "keras":
+            dataset = cached_keras_dataset(request.key, request.subset_size)
+        elif request.kind == "zip":
+            dataset, notes = load_image_zip(
+                request.data, image_size=request.image_size, filename=request.filename
+            )
+        else:
+            dataset, notes = load_csv_dataset(
+                request.data, request.label_column, filename=request.filename
+            )
+        tabular_data = len(dataset.input_shape) == 1
+        tabular_model = len(current.template.input_shape) == 1
+        if tabular_data:
+            current.configure(dense_base_template(dataset), dataset)
+            notes = [*notes, "Base model: a new Dense base for these features (step 1)."]
+        elif tabular_model:
+            current.configure(cached_template(DEFAULT_MODEL), dataset)
+            notes = [*notes, "Base model switched to the bundled digits CNN: the Dense base "
+                     "only takes tables."]  # fmt: skip
+        else:
+            current.set_dataset(dataset)
+        st.session_state.data_notes = list(notes)
+    except (ValueError, TypeError, RuntimeError) as error:
+        st.session_state.data_error = str(error)
 
 
 def live_or_static(function, live: bool, every: float = REFRESH_SECONDS) -> None:
@@ -146,10 +244,17 @@ def main() -> None:
     if intent.stop:
         current.stop()
     if intent.start and intent.config is not None:
+        config = intent.config
+        fit = check_batch_fits(
+            current.dataset.num_samples, config.batch_size, config.validation_fraction
+        )
+        if fit.reduced:
+            config = replace(config, batch_size=fit.batch_size)
+            st.session_state.notice = fit.message
         try:
-            current.start_run(with_drift_resolution(intent.config, current.dataset.num_samples))
+            current.start_run(with_drift_resolution(config, current.dataset.num_samples))
         except (ValueError, RuntimeError) as error:
-            st.error(f"Training could not start: {error}")
+            show_error(f"Training could not start: {error}")
         else:
             st.rerun()
 
@@ -157,14 +262,17 @@ def main() -> None:
         ["1 · Model", "2 · Freeze", "3 · Data", "4 · Train", "5 · Drift"]
     )
     with model_tab:
-        choice, reset = render_model_step(
-            MODEL_CATALOGUE, current.template.key, current.template, disabled=training
+        if st.session_state.get("model_error"):
+            show_error(st.session_state.model_error)
+        model_request = render_model_step(
+            current.template,
+            APPLICATION_ENTRIES,
+            uploaded=st.session_state.get("uploaded_info"),
+            weights_error=st.session_state.get("weights_error"),
+            disabled=training,
         )
-        if choice != current.template.key:
-            current.set_template(cached_template(choice))
-            st.rerun()
-        if reset:
-            current.reset_weights()
+        if model_request is not None:
+            handle_model_request(current, model_request)
             st.rerun()
 
     with freeze_tab:
@@ -190,15 +298,19 @@ def main() -> None:
             st.rerun()
 
     with data_tab:
-        dataset_key, _ = render_data_step(
-            DATASET_TITLES,
-            current.dataset.name,
+        if st.session_state.get("data_error"):
+            show_error(st.session_state.data_error)
+        data_request, _ = render_data_step(
             current.dataset,
+            DATASET_TITLES,
+            KERAS_DATASETS,
             st.session_state.get("validation_fraction", DEFAULT_CONFIG.validation_fraction),
+            notes=st.session_state.get("data_notes", []),
+            csv_columns_of=csv_columns,
             disabled=training,
         )
-        if dataset_key != current.dataset.name:
-            current.set_dataset(cached_dataset(dataset_key))
+        if data_request is not None:
+            handle_data_request(current, data_request)
             st.rerun()
 
     with train_tab:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,7 @@ from components.figures import (
     state_drift_figure,
     training_curves_figure,
 )
-from models.datasets import ImageDataset, train_validation_split
+from models.datasets import train_validation_split
 from models.drift import VerificationResult
 from models.training import OPTIMIZERS, JobState, TrainingConfig, TrainingProgress
 from models.tree import LayerNode, ParameterCounts
@@ -74,53 +75,189 @@ def render_totals(counts: ParameterCounts) -> None:
 
 
 # ------------------------------------------------------------------------- 1 Model
-def render_model_step(
-    catalogue: Mapping[str, str], selected: str, template: ModelTemplate, *, disabled: bool
-) -> tuple[str, bool]:
-    """Renders the model picker and the model card.
+MODEL_SOURCES = ("Bundled (offline)", "keras.applications", "Your own .keras / .h5 file")
+DATA_SOURCES = ("Bundled (offline)", "keras.datasets", "Zip of class folders", "CSV table")
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
 
-    Args:
-        catalogue: Model key -> menu title.
-        selected: The key in use.
-        template: The template in use (for the card).
-        disabled: True while training runs.
 
-    Returns:
-        `(model_key, reset_clicked)`: the key the user picked and whether "Reset weights" was
-        clicked.
+def escape_markdown(text: str) -> str:
+    """Escapes Markdown so untrusted names (files, layers, folders) show as plain text."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
+
+
+def show_error(message: str) -> None:
+    """Shows an error message verbatim (names in it are untrusted: no Markdown)."""
+    st.error(escape_markdown(message), icon=":material/error:")
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """What the user asked of the model step.
+
+    Attributes:
+        kind: "bundled", "application", "application_random" (continue without ImageNet
+            weights), "upload" (a new file), "cut" (use the uploaded model cut at a layer),
+            or "reset" (restore the template's weights).
+        key: Catalogue key for the applications.
+        input_size: Input height/width for the applications.
+        pretrained: Whether to load ImageNet weights.
+        data: Uploaded file bytes.
+        filename: Uploaded file name.
+        cut_layer: The last layer of the base, for "cut".
     """
-    keys = list(catalogue)
-    choice = st.selectbox(
-        "Base model",
-        keys,
-        index=keys.index(selected) if selected in keys else 0,
-        format_func=lambda key: catalogue[key],
-        disabled=disabled,
-        key="model_choice",
-    )
+
+    kind: str
+    key: str | None = None
+    input_size: int | None = None
+    pretrained: bool = True
+    data: bytes | None = None
+    filename: str | None = None
+    cut_layer: str | None = None
+
+
+@dataclass(frozen=True)
+class UploadedModelInfo:
+    """Plain facts about a model file the user uploaded (for the cut-layer picker)."""
+
+    filename: str
+    num_layers: int
+    num_params: int
+    cut_choices: tuple[str, ...]
+    default_cut: str
+
+
+def render_model_card(template: ModelTemplate) -> None:
+    """Shows the base model in use: title, pretrained or not, parameters, layers, input."""
     with st.container(border=True):
         badge = (
             ":green-badge[pretrained]"
             if template.pretrained
-            else (":orange-badge[not pretrained: random initialisation]")
+            else ":orange-badge[not pretrained: random initialisation]"
         )
-        st.markdown(f"**{template.title}** {badge}")
-        st.caption(template.description)
+        st.markdown(f"**{escape_markdown(template.title)}** {badge}")
+        st.caption(escape_markdown(template.description))
         columns = st.columns(3)
         columns[0].metric("Base parameters", _format_count(template.num_params))
         columns[1].metric("Base layers", _format_count(template.num_layers))
         columns[2].metric("Input size", " x ".join(str(s) for s in template.input_shape))
+
+
+def render_model_step(
+    template: ModelTemplate,
+    applications: Mapping[str, Any],
+    *,
+    uploaded: UploadedModelInfo | None,
+    weights_error: str | None,
+    disabled: bool,
+) -> ModelRequest | None:
+    """Renders where the base model comes from, its card, and returns what the user asked.
+
+    Args:
+        template: The template in use.
+        applications: Catalogue key -> `ApplicationEntry` (title, sizes, params, layers).
+        uploaded: The model file this session uploaded, if any.
+        weights_error: The last "ImageNet weights unavailable" message, if any.
+        disabled: True while training runs.
+
+    Returns:
+        A `ModelRequest`, or None when nothing was asked.
+    """
+    request: ModelRequest | None = None
+    source = st.radio(
+        "Where the base model comes from",
+        MODEL_SOURCES,
+        horizontal=True,
+        disabled=disabled,
+        key="model_source",
+    )
+    if source == MODEL_SOURCES[0]:
+        if st.button("Use the bundled digits CNN", disabled=disabled, key="use_bundled_model"):
+            request = ModelRequest("bundled")
+    elif source == MODEL_SOURCES[1]:
+        keys = list(applications)
+        key = st.selectbox(
+            "keras.applications model",
+            keys,
+            format_func=lambda k: applications[k].title,
+            disabled=disabled,
+            key="application_key",
+        )
+        entry = applications[key]
+        st.caption(escape_markdown(entry.description))
+        left, middle, right = st.columns(3)
+        left.metric("Parameters (no top)", _format_count(entry.num_params))
+        middle.metric("Layers", _format_count(entry.num_layers))
+        sizes = list(entry.input_sizes)
+        size = right.selectbox(
+            "Input size (px)",
+            sizes,
+            index=sizes.index(entry.default_input_size) if entry.default_input_size in sizes else 0,
+            disabled=disabled,
+            key=f"application_size_{key}",
+            help="Smaller is much faster on a CPU; ImageNet weights exist for the listed sizes.",
+        )
+        pretrained = st.checkbox(
+            "Use ImageNet weights (from the Keras cache, or downloaded)",
+            value=True,
+            disabled=disabled,
+            key="application_pretrained",
+        )
+        if st.button(f"Load {entry.title}", type="primary", disabled=disabled, key="load_app"):
+            request = ModelRequest(
+                "application", key=key, input_size=int(size), pretrained=pretrained
+            )
+        if weights_error:
+            show_error(weights_error)
+            if st.button(
+                "Continue with random initialisation (not pretrained)",
+                disabled=disabled,
+                key="application_random",
+            ):
+                request = ModelRequest(
+                    "application_random", key=key, input_size=int(size), pretrained=False
+                )
+    else:
+        upload = st.file_uploader(
+            "A Keras model file (.keras, or legacy .h5); loaded in Keras's safe mode",
+            type=["keras", "h5", "hdf5"],
+            disabled=disabled,
+            key="model_upload",
+        )
+        if upload is not None and st.session_state.get("model_upload_seen") != upload.file_id:
+            st.session_state.model_upload_seen = upload.file_id
+            request = ModelRequest("upload", data=upload.getvalue(), filename=upload.name)
+        if uploaded is not None and request is None:
+            st.markdown(
+                f"**{escape_markdown(uploaded.filename)}**: {uploaded.num_layers} layers, "
+                f"{_format_count(uploaded.num_params)} parameters"
+            )
+            choices = list(uploaded.cut_choices)
+            cut = st.selectbox(
+                "Last layer of the base (a new head replaces everything after it)",
+                choices,
+                index=choices.index(uploaded.default_cut) if uploaded.default_cut in choices else 0,
+                disabled=disabled,
+                key="cut_layer",
+            )
+            if st.button("Use as base model", type="primary", disabled=disabled, key="use_cut"):
+                request = ModelRequest("cut", filename=uploaded.filename, cut_layer=cut)
+
+    st.markdown("**In use**")
+    render_model_card(template)
     st.caption(
         "FreezeLab adds a new head for the chosen dataset (pooling if needed, dropout, a Dense "
-        "classifier) and, when the data's size or channels differ, resizing and channel "
-        "conversion in front of the base. The base stays one nested model in the tree."
+        "classifier) and, when the data's size or channels differ, resizing, channel "
+        "conversion and the model family's preprocessing in front of the base. The base stays "
+        "one nested model in the tree."
     )
-    reset = st.button(
+    if st.button(
         "Reset weights to the template",
         disabled=disabled,
         help="Restore the base's original weights and start a new head; the freeze plan stays.",
-    )
-    return choice, reset
+        key="reset_weights",
+    ):
+        request = ModelRequest("reset")
+    return request
 
 
 # ------------------------------------------------------------------------- 2 Freeze
@@ -229,36 +366,136 @@ def sample_indices(labels: np.ndarray, per_class: int, seed: int = 0) -> list[in
     return chosen
 
 
-def render_data_step(
-    catalogue: Mapping[str, str],
-    selected: str,
-    dataset: ImageDataset,
-    validation_fraction: float,
+@dataclass(frozen=True)
+class DataRequest:
+    """What the user asked of the data step.
+
+    Attributes:
+        kind: "bundled", "keras" (keras.datasets), "zip" or "csv".
+        key: Dataset key for "bundled" and "keras".
+        subset_size: Samples to keep for "keras".
+        data: Uploaded bytes for "zip" and "csv".
+        filename: Uploaded file name.
+        image_size: Side of the square images a zip is resized to.
+        label_column: The CSV's label column.
+    """
+
+    kind: str
+    key: str | None = None
+    subset_size: int | None = None
+    data: bytes | None = None
+    filename: str | None = None
+    image_size: int | None = None
+    label_column: str | None = None
+
+
+def _render_data_source(
+    bundled: Mapping[str, str],
+    keras_datasets: Mapping[str, str],
+    current_key: str,
+    csv_columns_of: Any,
     *,
     disabled: bool,
-) -> tuple[str, float]:
-    """Renders the dataset picker, its numbers, class balance and a grid of samples.
+) -> DataRequest | None:
+    source = st.radio(
+        "Where the data comes from", DATA_SOURCES, horizontal=True, disabled=disabled,
+        key="data_source",
+    )  # fmt: skip
+    if source == DATA_SOURCES[0]:
+        keys = list(bundled)
+        choice = st.selectbox(
+            "Bundled dataset",
+            keys,
+            index=keys.index(current_key) if current_key in keys else 0,
+            format_func=lambda key: bundled[key],
+            disabled=disabled,
+            key="dataset_choice",
+        )
+        if choice != current_key:
+            return DataRequest("bundled", key=choice)
+        return None
+    if source == DATA_SOURCES[1]:
+        keys = list(keras_datasets)
+        key = st.selectbox(
+            "keras.datasets", keys, format_func=lambda k: keras_datasets[k], disabled=disabled,
+            key="keras_dataset_key",
+        )  # fmt: skip
+        subset = st.number_input(
+            "Samples to use (a stratified subset keeps training fast on a CPU)",
+            min_value=100, max_value=60_000, value=2_000, step=500, disabled=disabled,
+            key="keras_dataset_subset",
+        )  # fmt: skip
+        if st.button("Load dataset", type="primary", disabled=disabled, key="load_keras_data"):
+            return DataRequest("keras", key=key, subset_size=int(subset))
+        return None
+    if source == DATA_SOURCES[2]:
+        upload = st.file_uploader(
+            "A zip with one folder per class (class_name/*.png or *.jpg)",
+            type=["zip"], disabled=disabled, key="zip_upload",
+        )  # fmt: skip
+        size = st.select_slider(
+            "Resize images to (px)", options=(16, 32, 48, 64, 96, 128), value=64,
+            disabled=disabled, key="zip_image_size",
+        )  # fmt: skip
+        if upload is not None and st.button(
+            "Load images", type="primary", disabled=disabled, key="load_zip"
+        ):
+            return DataRequest(
+                "zip", data=upload.getvalue(), filename=upload.name, image_size=int(size)
+            )
+        return None
+    upload = st.file_uploader(
+        "A CSV table: numeric feature columns and one label column",
+        type=["csv", "tsv", "txt"], disabled=disabled, key="csv_upload",
+    )  # fmt: skip
+    if upload is None:
+        return None
+    try:
+        columns = csv_columns_of(upload.getvalue())
+    except ValueError as error:
+        show_error(str(error))
+        return None
+    label = st.selectbox(
+        "Label column", columns, index=len(columns) - 1, disabled=disabled, key="csv_label"
+    )
+    st.caption("A CSV trains a small Dense base (two Dense + BatchNormalization blocks).")
+    if st.button("Load table", type="primary", disabled=disabled, key="load_csv"):
+        return DataRequest("csv", data=upload.getvalue(), filename=upload.name, label_column=label)
+    return None
+
+
+def render_data_step(
+    dataset: Any,
+    bundled: Mapping[str, str],
+    keras_datasets: Mapping[str, str],
+    validation_fraction: float,
+    *,
+    notes: Sequence[str],
+    csv_columns_of: Any,
+    disabled: bool,
+) -> tuple[DataRequest | None, float]:
+    """Renders the data source picker, the dataset's numbers, class balance and samples.
 
     Args:
-        catalogue: Dataset key -> menu title.
-        selected: The key in use.
-        dataset: The dataset in use.
+        dataset: The dataset in use (`ImageDataset` or `TabularDataset`).
+        bundled: Bundled dataset key -> title.
+        keras_datasets: keras.datasets key -> title.
         validation_fraction: The current validation share.
+        notes: Notes from loading the dataset (skipped files, dropped rows...).
+        csv_columns_of: Function returning a CSV's column names (for the label picker).
         disabled: True while training runs.
 
     Returns:
-        `(dataset_key, validation_fraction)` chosen by the user.
+        `(request, validation_fraction)`: what the user asked (or None) and the split.
     """
-    keys = list(catalogue)
-    choice = st.selectbox(
-        "Dataset",
-        keys,
-        index=keys.index(selected) if selected in keys else 0,
-        format_func=lambda key: catalogue[key],
-        disabled=disabled,
-        key="dataset_choice",
+    request = _render_data_source(
+        bundled, keras_datasets, dataset.name, csv_columns_of, disabled=disabled
     )
-    st.caption(dataset.description)
+    st.markdown(f"**In use: {escape_markdown(dataset.title)}**")
+    st.caption(escape_markdown(dataset.description))
+    if notes:
+        with st.expander(f"Notes from loading ({len(notes)})", expanded=True):
+            st.text("\n".join(notes))
     fraction = st.slider(
         "Validation split",
         min_value=0.0,
@@ -267,7 +504,7 @@ def render_data_step(
         step=0.05,
         disabled=disabled,
         key="validation_fraction",
-        help="Share of each class held out to measure accuracy on unseen images (stratified).",
+        help="Share of each class held out to measure accuracy on unseen data (stratified).",
     )
     num_validation = 0
     if fraction > 0:
@@ -275,25 +512,34 @@ def render_data_step(
             _, _, x_validation, _ = train_validation_split(dataset.x, dataset.y, fraction, 0)
             num_validation = len(x_validation)
         except ValueError as error:
-            st.error(str(error))
+            show_error(str(error))
     columns = st.columns(4)
     columns[0].metric("Classes", dataset.num_classes)
     columns[1].metric("Training samples", _format_count(dataset.num_samples - num_validation))
     columns[2].metric("Validation samples", _format_count(num_validation))
-    columns[3].metric("Image size", " x ".join(str(s) for s in dataset.input_shape))
+    shape = dataset.input_shape
+    columns[3].metric(
+        "Image size" if len(shape) == 3 else "Features", " x ".join(str(s) for s in shape)
+    )
     left, right = st.columns([1, 2])
     with left:
         st.markdown("**Class balance**")
         counts = dataset.class_counts()
         st.bar_chart(pd.DataFrame({"samples": counts.values}, index=counts.index.astype(str)))
     with right:
-        st.markdown("**Samples**")
         indices = sample_indices(dataset.y, per_class=2)
-        st.image(
-            [_thumbnail(dataset.x[i]) for i in indices],
-            caption=[dataset.class_names[int(dataset.y[i])] for i in indices],
-        )
-    return choice, fraction
+        if len(shape) == 3:
+            st.markdown("**Samples**")
+            st.image(
+                [_thumbnail(dataset.x[i]) for i in indices],
+                caption=[dataset.class_names[int(dataset.y[i])] for i in indices],
+            )
+        else:
+            st.markdown("**Sample rows**")
+            table = pd.DataFrame(dataset.x[indices], columns=list(dataset.feature_names))
+            table.insert(0, "label", [dataset.class_names[int(dataset.y[i])] for i in indices])
+            st.dataframe(table, hide_index=True, width="stretch")
+    return request, fraction
 
 
 # -------------------------------------------------------------------------- 4 Train

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from types import MappingProxyType
 
+from models.applications import APPLICATIONS, application_template
 from models.bundled import load_bundled_base, load_bundled_metadata
 from models.workspace import ModelTemplate
 
@@ -14,6 +16,8 @@ DEFAULT_MODEL = BUNDLED_MODEL_KEY
 MODEL_CATALOGUE: Mapping[str, str] = MappingProxyType(
     {BUNDLED_MODEL_KEY: "Bundled digits CNN (pretrained on digits 0-4, offline)"}
 )
+# keras.applications bases, key -> title (see models.applications); nothing is built at import.
+APPLICATION_CATALOGUE: Mapping[str, str] = APPLICATIONS
 
 
 def bundled_template() -> ModelTemplate:
@@ -42,18 +46,58 @@ def bundled_template() -> ModelTemplate:
     )
 
 
-def load_template(key: str) -> ModelTemplate:
-    """Loads the template for a catalogue key.
+def load_template(
+    key: str,
+    *,
+    input_size: int | None = None,
+    pretrained: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+    allow_download: bool = True,
+) -> ModelTemplate:
+    """Loads the template for a catalogue key: the bundled model or a keras.applications base.
 
     Args:
-        key: A key of `MODEL_CATALOGUE`.
+        key: A key of `MODEL_CATALOGUE` or of `APPLICATION_CATALOGUE`.
+        input_size: For keras.applications bases: input height and width (None: the
+            entry's default). Ignored for the bundled model.
+        pretrained: For keras.applications bases: ImageNet weights (True) or random
+            initialisation (False). Ignored for the bundled model.
+        cache_dir: For keras.applications bases: the Keras cache folder.
+        allow_download: For keras.applications bases: whether weights may be downloaded.
 
     Returns:
         The `ModelTemplate`.
 
     Raises:
         ValueError: For an unknown key (the message lists the valid ones).
+        models.applications.WeightsUnavailableError: When ImageNet weights are requested but
+            neither cached nor downloadable (a ValueError; offer `pretrained=False`).
+
+    Example:
+    >>> load_template("mobilenet_v2_035", input_size=96, pretrained=False).pretrained
+    False
     """
     if key == BUNDLED_MODEL_KEY:
         return bundled_template()
-    raise ValueError(f"Unknown model '{key}'. Expected one of {sorted(MODEL_CATALOGUE)}.")
+    if key in APPLICATION_CATALOGUE:
+        return application_template(
+            key,
+            input_size,
+            pretrained,
+            cache_dir=cache_dir,
+            allow_download=allow_download,
+        )
+    raise ValueError(
+        f"Unknown model '{key}'. Expected one of "
+        f"{sorted(MODEL_CATALOGUE) + sorted(APPLICATION_CATALOGUE)}."
+    )
+
+
+def catalogue_key(template_key: str) -> str:
+    """The catalogue key a template key comes from ("resnet50@96:imagenet" -> "resnet50").
+
+    Example:
+    >>> catalogue_key("resnet50@96:random")
+    'resnet50'
+    """
+    return template_key.split("@", 1)[0]

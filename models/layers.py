@@ -90,3 +90,81 @@ def grayscale_to_rgb(inputs: Any, name: str = "to_rgb") -> Any:
     (None, 8, 8, 3)
     """
     return keras.layers.Concatenate(axis=-1, name=name)([inputs, inputs, inputs])
+
+
+# What each keras.applications family's `preprocess_input` does to [0, 255] RGB images
+# (keras/src/applications/imagenet_utils.py), restated for FreezeLab's [0, 1] images.
+PREPROCESSING_MODES: tuple[str, ...] = ("tf", "torch", "caffe", "none")
+IMAGENET_MEAN_RGB: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD_RGB: tuple[float, float, float] = (0.229, 0.224, 0.225)
+# Caffe's BGR channel means, on the [0, 255] scale.
+CAFFE_MEAN_BGR: tuple[float, float, float] = (103.939, 116.779, 123.68)
+
+
+@keras.saving.register_keras_serializable(package="freezelab")
+class ImagenetPreprocessing(keras.layers.Layer):
+    """Maps [0, 1] RGB images to what a keras.applications model expects.
+
+    FreezeLab keeps every image in [0, 1]. keras.applications models expect the output of their
+    family's `preprocess_input` applied to [0, 255] images. For an input `x` in [0, 1] this
+    layer returns exactly `preprocess_input(255 * x)` of the family's mode:
+
+    - `"tf"` (MobileNetV2, Xception): `2 * x - 1`, in [-1, 1].
+    - `"torch"` (DenseNet): `(x - mean) / std` per channel with ImageNet's mean and std.
+    - `"caffe"` (ResNet50, VGG16): RGB -> BGR, then `255 * x - mean` per BGR channel.
+    - `"none"`: `255 * x`, for models that normalise inside themselves (EfficientNet,
+      ConvNeXt, MobileNetV3), whose `preprocess_input` returns its input unchanged.
+
+    Putting it inside the model means training, drift, prediction and saved files all see the
+    same preprocessing. It has no weights and uses only `keras.ops`.
+
+    Args:
+        mode: One of `"tf"`, `"torch"`, `"caffe"` or `"none"`.
+        **kwargs: Base layer keyword arguments such as `name`.
+
+    Example:
+
+    >>> ImagenetPreprocessing("tf")(np.ones((1, 2, 2, 3), "float32"))[0, 0, 0]
+    array([1., 1., 1.], dtype=float32)
+    """
+
+    def __init__(self, mode: str = "none", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if mode not in PREPROCESSING_MODES:
+            raise ValueError(
+                f"ImagenetPreprocessing expects mode to be one of {list(PREPROCESSING_MODES)}; "
+                f"received {mode!r}. Use the mode of the model family's preprocess_input, "
+                "e.g. 'tf' for MobileNetV2 or 'caffe' for ResNet50."
+            )
+        self.mode = mode
+
+    def build(self, input_shape: tuple) -> None:
+        channels = input_shape[-1]
+        if self.mode in ("torch", "caffe") and channels is not None and channels != 3:
+            raise ValueError(
+                f"ImagenetPreprocessing(mode={self.mode!r}) normalises the 3 RGB channels; "
+                f"received inputs of shape {tuple(input_shape)} with {channels} channel(s). "
+                "Convert the images to RGB first."
+            )
+        super().build(input_shape)
+
+    def call(self, inputs: Any) -> Any:
+        inputs = ops.cast(inputs, self.compute_dtype)
+        if self.mode == "tf":
+            return inputs * 2.0 - 1.0
+        if self.mode == "torch":
+            mean = ops.convert_to_tensor(IMAGENET_MEAN_RGB, dtype=self.compute_dtype)
+            std = ops.convert_to_tensor(IMAGENET_STD_RGB, dtype=self.compute_dtype)
+            return (inputs - mean) / std
+        if self.mode == "caffe":
+            mean = ops.convert_to_tensor(CAFFE_MEAN_BGR, dtype=self.compute_dtype)
+            return ops.flip(inputs, axis=-1) * 255.0 - mean
+        return inputs * 255.0
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return tuple(input_shape)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update({"mode": self.mode})
+        return config

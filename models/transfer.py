@@ -7,22 +7,28 @@ from numbers import Integral, Real
 
 import keras
 
-from models.layers import RGBToGrayscale, grayscale_to_rgb
+from models.layers import (
+    PREPROCESSING_MODES,
+    ImagenetPreprocessing,
+    RGBToGrayscale,
+    grayscale_to_rgb,
+)
 
 
-def _validate_data_input_shape(data_input_shape: Sequence[int]) -> tuple[int, int, int]:
+def _validate_data_input_shape(data_input_shape: Sequence[int]) -> tuple[int, ...]:
     if isinstance(data_input_shape, str) or not isinstance(data_input_shape, Sequence):
         raise TypeError(
-            f"data_input_shape must be a tuple (height, width, channels), e.g. (8, 8, 1); "
-            f"received {data_input_shape!r}."
+            f"data_input_shape must be a tuple (height, width, channels), e.g. (8, 8, 1), or "
+            f"(num_features,) for tabular data; received {data_input_shape!r}."
         )
     shape = tuple(data_input_shape)
-    if len(shape) != 3 or any(
+    if len(shape) not in (1, 3) or any(
         isinstance(size, bool) or not isinstance(size, Integral) or size < 1 for size in shape
     ):
         raise ValueError(
             f"data_input_shape must be 3 positive integers (height, width, channels), e.g. "
-            f"(8, 8, 1); received {shape!r}."
+            f"(8, 8, 1), or 1 positive integer (num_features,) for tabular data; received "
+            f"{shape!r}."
         )
     return tuple(int(size) for size in shape)
 
@@ -50,64 +56,22 @@ def _base_input_shape(base: keras.Model) -> tuple:
             f"base model '{base.name}' must have exactly one output; it has {len(base.outputs)}."
         )
     shape = tuple(inputs[0].shape)
-    if len(shape) != 4:
+    if len(shape) not in (2, 4):
         raise ValueError(
             f"base model '{base.name}' must take images of shape (batch, height, width, "
-            f"channels); its input shape is {shape}."
+            f"channels) or feature vectors of shape (batch, num_features); its input shape is "
+            f"{shape}."
         )
     return shape[1:]
 
 
-def build_transfer_model(
-    base: keras.Model,
-    data_input_shape: tuple[int, int, int],
+def _validate_arguments(
     num_classes: int,
-    *,
-    base_training: bool | None = False,
-    dropout: float = 0.2,
-    rescaling: tuple[float, float] | None = None,
-    name: str = "transfer_model",
-) -> keras.Model:
-    """Wraps a pretrained base in a Functional model with a new classification head.
-
-    The layers are, in order: `keras.Input(data_input_shape)`, input adaptation only where
-    needed (`"to_grayscale"` when the data is RGB and the base wants 1 channel, `"resize"`
-    when height/width differ, `"to_rgb"` when the data has 1 channel and the base wants 3,
-    `"rescale"` when `rescaling` is given), the base itself as ONE nested layer (the same
-    object that was passed in, so freezing it or its layers acts on this model), then
-    `"head_pooling"` (GlobalAveragePooling2D, only if the base outputs 4-D feature maps),
-    `"head_dropout"` (only if `dropout > 0`) and the `"classifier"` Dense softmax layer.
-
-    Args:
-        base: A built `keras.Model` with one 4-D image input of known channel count.
-        data_input_shape: Shape of one data image, `(height, width, channels)`.
-        num_classes: Number of classes of the new head, at least 2.
-        base_training: The `training` argument recorded for the base's node: `False`
-            (default), `None` or `True`. Caution, measured with Keras 3.15: `fit`,
-            `evaluate` and `predict` pass their own `training` flag to every nested layer and
-            it overrides this value (keras-team/keras#20285), so it only takes effect when the
-            model is called directly as `model(x)`. To keep BatchNormalization in inference
-            mode while fine-tuning, freeze those layers (`trainable = False`): a frozen
-            BatchNormalization layer always runs in inference mode in Keras 3.
-        dropout: Dropout rate before the classifier, in [0, 1); 0 adds no dropout layer.
-        rescaling: Optional `(scale, offset)` for a `keras.layers.Rescaling` applied right
-            before the base, e.g. `(2.0, -1.0)` to map [0, 1] data to the [-1, 1] range
-            keras.applications' MobileNetV2 expects, or `(255.0, 0.0)` for [0, 255].
-        name: Name of the returned model.
-
-    Returns:
-        An uncompiled Functional `keras.Model`.
-
-    Example:
-
-    >>> base = keras.Sequential(
-    ...     [keras.Input((16, 16, 3)), keras.layers.Conv2D(4, 3)], name="base")
-    >>> model = build_transfer_model(base, (8, 8, 1), num_classes=5)
-    >>> [layer.name for layer in model.layers]
-    ['image', 'resize', 'to_rgb', 'base', 'head_pooling', 'head_dropout', 'classifier']
-    """
-    height, width, channels = _validate_data_input_shape(data_input_shape)
-    base_height, base_width, base_channels = _base_input_shape(base)
+    dropout: float,
+    base_training: bool | None,
+    rescaling: tuple[float, float] | None,
+    preprocessing: str | None,
+) -> None:
     if isinstance(num_classes, bool) or not isinstance(num_classes, Integral) or num_classes < 2:
         raise ValueError(
             f"num_classes must be an integer >= 2 (a classifier needs at least two classes); "
@@ -130,7 +94,21 @@ def build_transfer_model(
             f"rescaling must be None or a pair (scale, offset) of numbers, e.g. (2.0, -1.0); "
             f"received {rescaling!r}."
         )
+    if preprocessing is not None and preprocessing not in PREPROCESSING_MODES:
+        raise ValueError(
+            f"preprocessing must be None or one of {list(PREPROCESSING_MODES)} (the mode of "
+            f"the base's keras.applications preprocess_input); received {preprocessing!r}."
+        )
 
+
+def _adapt_images(
+    inputs: keras.KerasTensor,
+    data_shape: tuple[int, int, int],
+    base: keras.Model,
+    base_shape: tuple,
+) -> keras.KerasTensor:
+    height, width, channels = data_shape
+    base_height, base_width, base_channels = base_shape
     if base_channels is None:
         raise ValueError(
             f"base model '{base.name}' has an unknown number of input channels; build it "
@@ -148,7 +126,6 @@ def build_transfer_model(
     target_height = height if base_height is None else int(base_height)
     target_width = width if base_width is None else int(base_width)
 
-    inputs = keras.Input((height, width, channels), name="image")
     outputs = inputs
     if needs_grayscale:
         outputs = RGBToGrayscale(name="to_grayscale")(outputs)
@@ -156,9 +133,113 @@ def build_transfer_model(
         outputs = keras.layers.Resizing(target_height, target_width, name="resize")(outputs)
     if needs_rgb:
         outputs = grayscale_to_rgb(outputs, name="to_rgb")
+    return outputs
+
+
+def _check_features(data_shape: tuple[int, ...], base: keras.Model, base_shape: tuple) -> None:
+    if len(data_shape) != len(base_shape):
+        if len(base_shape) == 3:
+            raise ValueError(
+                f"The base model '{base.name}' expects images of shape {base_shape} "
+                f"(height, width, channels), but the data are feature vectors of shape "
+                f"{data_shape}. Pick a model for tabular data (e.g. the Dense base) or load "
+                "an image dataset."
+            )
+        raise ValueError(
+            f"The base model '{base.name}' expects feature vectors of shape {base_shape}, but "
+            f"the data are images of shape {data_shape}. Pick an image model (e.g. the bundled "
+            "CNN or a keras.applications model) or load a CSV dataset."
+        )
+    (num_features,) = data_shape
+    (base_features,) = base_shape
+    if base_features is not None and int(base_features) != num_features:
+        raise ValueError(
+            f"The base model '{base.name}' expects {base_features} features per sample, but the "
+            f"data has {num_features}. Features cannot be resized: use a base built for "
+            f"{num_features} features (e.g. dense_base_for_features({num_features}))."
+        )
+
+
+def build_transfer_model(
+    base: keras.Model,
+    data_input_shape: tuple[int, ...],
+    num_classes: int,
+    *,
+    base_training: bool | None = False,
+    dropout: float = 0.2,
+    rescaling: tuple[float, float] | None = None,
+    preprocessing: str | None = None,
+    name: str = "transfer_model",
+) -> keras.Model:
+    """Wraps a pretrained base in a Functional model with a new classification head.
+
+    For images the layers are, in order: `keras.Input(data_input_shape)` named `"image"`,
+    input adaptation only where needed (`"to_grayscale"` when the data is RGB and the base
+    wants 1 channel, `"resize"` when height/width differ, `"to_rgb"` when the data has 1
+    channel and the base wants 3, `"rescale"` when `rescaling` is given, `"preprocess"` when
+    `preprocessing` is given), the base itself as ONE nested layer (the same object that was
+    passed in, so freezing it or its layers acts on this model), then `"head_pooling"`
+    (GlobalAveragePooling2D, only if the base outputs 4-D feature maps), `"head_dropout"`
+    (only if `dropout > 0`) and the `"classifier"` Dense softmax layer.
+
+    For tabular data (`data_input_shape=(num_features,)` and a base taking
+    `(batch, num_features)`) the input is named `"features"` and no image adaptation is added.
+
+    Args:
+        base: A built `keras.Model` with one input: 4-D images of known channel count, or
+            2-D feature vectors.
+        data_input_shape: Shape of one sample: `(height, width, channels)` for images,
+            `(num_features,)` for tabular data.
+        num_classes: Number of classes of the new head, at least 2.
+        base_training: The `training` argument recorded for the base's node: `False`
+            (default), `None` or `True`. Caution, measured with Keras 3.15: `fit`,
+            `evaluate` and `predict` pass their own `training` flag to every nested layer and
+            it overrides this value (keras-team/keras#20285), so it only takes effect when the
+            model is called directly as `model(x)`. To keep BatchNormalization in inference
+            mode while fine-tuning, freeze those layers (`trainable = False`): a frozen
+            BatchNormalization layer always runs in inference mode in Keras 3.
+        dropout: Dropout rate before the classifier, in [0, 1); 0 adds no dropout layer.
+        rescaling: Optional `(scale, offset)` for a `keras.layers.Rescaling` applied right
+            before the base, e.g. `(2.0, -1.0)` to map [0, 1] data to the [-1, 1] range
+            keras.applications' MobileNetV2 expects, or `(255.0, 0.0)` for [0, 255].
+        preprocessing: Optional mode of an `ImagenetPreprocessing` layer applied right before
+            the base (after `rescaling`, if both are given): `"tf"`, `"torch"`, `"caffe"` or
+            `"none"`, mapping [0, 1] images exactly as the base family's `preprocess_input`
+            maps [0, 255] images. Images only.
+        name: Name of the returned model.
+
+    Returns:
+        An uncompiled Functional `keras.Model`.
+
+    Example:
+
+    >>> base = keras.Sequential(
+    ...     [keras.Input((16, 16, 3)), keras.layers.Conv2D(4, 3)], name="base")
+    >>> model = build_transfer_model(base, (8, 8, 1), num_classes=5)
+    >>> [layer.name for layer in model.layers]
+    ['image', 'resize', 'to_rgb', 'base', 'head_pooling', 'head_dropout', 'classifier']
+    """
+    data_shape = _validate_data_input_shape(data_input_shape)
+    base_shape = _base_input_shape(base)
+    _validate_arguments(num_classes, dropout, base_training, rescaling, preprocessing)
+
+    if len(data_shape) == 3 and len(base_shape) == 3:
+        inputs = keras.Input(data_shape, name="image")
+        outputs = _adapt_images(inputs, data_shape, base, base_shape)
+    else:
+        _check_features(data_shape, base, base_shape)
+        if preprocessing is not None:
+            raise ValueError(
+                f"preprocessing={preprocessing!r} is for images, but the data are feature "
+                f"vectors of shape {data_shape}. Pass preprocessing=None for tabular data."
+            )
+        inputs = keras.Input(data_shape, name="features")
+        outputs = inputs
     if rescaling is not None:
         scale, offset = (float(value) for value in rescaling)
         outputs = keras.layers.Rescaling(scale, offset, name="rescale")(outputs)
+    if preprocessing is not None:
+        outputs = ImagenetPreprocessing(preprocessing, name="preprocess")(outputs)
 
     outputs = base(outputs, training=base_training)
 

@@ -41,6 +41,8 @@ class ModelTemplate:
         num_layers: Number of layers of the base (nested ones included).
         num_params: Parameters of the base.
         rescaling: Optional (scale, offset) that maps [0, 1] images to what the base expects.
+        preprocessing: Optional `ImagenetPreprocessing` mode ("tf", "torch", "caffe" or
+            "none") that maps [0, 1] images to what a keras.applications base expects.
     """
 
     key: str
@@ -54,6 +56,7 @@ class ModelTemplate:
     num_layers: int
     num_params: int
     rescaling: tuple[float, float] | None = None
+    preprocessing: str | None = None
 
     @classmethod
     def from_model(
@@ -65,6 +68,7 @@ class ModelTemplate:
         description: str,
         pretrained: bool,
         rescaling: tuple[float, float] | None = None,
+        preprocessing: str | None = None,
     ) -> ModelTemplate:
         """Captures a base model as a template (copies its config and weights).
 
@@ -75,6 +79,7 @@ class ModelTemplate:
             description: Short description.
             pretrained: Whether its weights were learned.
             rescaling: Optional (scale, offset) for inputs in [0, 1].
+            preprocessing: Optional `ImagenetPreprocessing` mode for inputs in [0, 1].
 
         Returns:
             A `ModelTemplate`.
@@ -101,6 +106,7 @@ class ModelTemplate:
             num_layers=len(tree) - 1,
             num_params=tree.totals().total,
             rescaling=rescaling,
+            preprocessing=preprocessing,
         )
 
     def instantiate(self) -> keras.Model:
@@ -177,20 +183,30 @@ class Workspace:
         self._build(keep_plan=None)
 
     # ------------------------------------------------------------------------ building
-    def _build(self, keep_plan: Iterable[str] | None) -> None:
+    def _build(
+        self,
+        keep_plan: Iterable[str] | None,
+        template: ModelTemplate | None = None,
+        dataset: Any = None,
+    ) -> None:
+        """Builds base + head for (template, dataset); the workspace changes only on success."""
+        template = template or self.template
+        dataset = dataset if dataset is not None else self.dataset
         keras.utils.set_random_seed(self.seed)
-        base = self.template.instantiate()
-        self.model = build_transfer_model(
+        base = template.instantiate()
+        model = build_transfer_model(
             base,
-            self.dataset.input_shape,
-            self.dataset.num_classes,
-            rescaling=self.template.rescaling,
+            dataset.input_shape,
+            dataset.num_classes,
+            rescaling=template.rescaling,
+            preprocessing=template.preprocessing,
             name=TRANSFER_MODEL_NAME,
         )
-        self.tree = LayerTree(self.model)
-        self.base_path = self.tree.path_of(base)
+        tree = LayerTree(model)
         if keep_plan is not None:
-            self.tree.apply_frozen_paths(set(keep_plan) & set(self.tree.paths()))
+            tree.apply_frozen_paths(set(keep_plan) & set(tree.paths()))
+        self.template, self.dataset = template, dataset
+        self.model, self.tree, self.base_path = model, tree, tree.path_of(base)
         self.revision += 1
 
     def _require_idle(self, action: str) -> None:
@@ -200,22 +216,35 @@ class Workspace:
             )
 
     def set_template(self, template: ModelTemplate) -> None:
-        """Switches to another base model (new head, freeze plan reset)."""
-        self._require_idle("change the model")
-        self.template = template
-        self._build(keep_plan=None)
+        """Switches to another base model (new head, freeze plan reset).
 
-    def set_dataset(self, dataset: ImageDataset) -> None:
+        Raises:
+            ValueError: When the base cannot take the current dataset (e.g. images into a
+                Dense base); the workspace keeps its model, plan and runs.
+        """
+        self._require_idle("change the model")
+        self._build(keep_plan=None, template=template)
+
+    def set_dataset(self, dataset: Any) -> None:
         """Switches dataset; rebuilds the head when the input shape or classes change.
 
         The freeze plan of the layers that still exist is kept.
+
+        Raises:
+            ValueError: When the data cannot be adapted to the base; nothing changes then.
         """
         self._require_idle("change the dataset")
         same_shape = dataset.input_shape == self.dataset.input_shape
         same_classes = dataset.num_classes == self.dataset.num_classes
-        self.dataset = dataset
-        if not (same_shape and same_classes):
-            self._build(keep_plan=self.tree.frozen_paths())
+        if same_shape and same_classes:
+            self.dataset = dataset
+        else:
+            self._build(keep_plan=self.tree.frozen_paths(), dataset=dataset)
+
+    def configure(self, template: ModelTemplate, dataset: Any) -> None:
+        """Switches model and dataset together (e.g. a CSV upload with its Dense base)."""
+        self._require_idle("change the model and dataset")
+        self._build(keep_plan=None, template=template, dataset=dataset)
 
     def reset_weights(self) -> None:
         """Restores the base's template weights and a new head, keeping the freeze plan."""

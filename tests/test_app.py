@@ -79,7 +79,8 @@ def test_first_load_preselects_the_bundled_model_and_digits_task(app):
     assert values["Trainable params"] == f"{totals.trainable:,}"
     assert values["Non-trainable params"] == f"{totals.non_trainable:,}"
     assert values["Classes"] == "5"
-    assert app.selectbox(key="model_choice").value == "bundled_digits_cnn"
+    assert app.radio(key="model_source").value == "Bundled (offline)"
+    assert app.session_state["workspace"].template.key == "bundled_digits_cnn"
     assert app.selectbox(key="dataset_choice").value == "digits_5_9"
     assert not button(app, "▶ Train").disabled
     payload = json.loads(tree_element(app).proto.json)

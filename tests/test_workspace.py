@@ -99,3 +99,16 @@ def test_no_plan_change_while_training(template, digits):
 def test_unknown_bulk_action_is_refused(template, digits):
     with pytest.raises(ValueError, match="Unknown bulk action 'melt'"):
         Workspace(template, digits).bulk_action("melt")
+
+
+def test_a_dataset_the_base_cannot_take_leaves_the_workspace_as_it_was(template, digits):
+    from models.upload_data import load_csv_dataset
+
+    workspace = Workspace(template, digits)
+    workspace.bulk_action("freeze_base")
+    model, plan, revision = workspace.model, workspace.tree.frozen_paths(), workspace.revision
+    table, _ = load_csv_dataset(b"a,b,label\n1,2,x\n3,4,y\n5,6,x\n7,8,y\n", "label")
+    with pytest.raises(ValueError, match="tabular"):
+        workspace.set_dataset(table)
+    assert workspace.model is model and workspace.dataset is digits
+    assert workspace.tree.frozen_paths() == plan and workspace.revision == revision

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import json
 import re
 import time
+import zipfile
 
+from PIL import Image
 from playwright.sync_api import Page, expect
 
 from models import LayerTree, build_default_transfer_model
@@ -167,3 +171,62 @@ def test_two_browser_contexts_do_not_share_a_model(browser, app_url):
     expect(metric(second, "Trainable params")).to_have_text("14,293")
     expect(checkbox(second, BASE)).not_to_be_checked()
     expect(checkbox(second, f"{BASE}/conv1")).not_to_be_checked()
+
+
+def test_bad_uploads_show_a_clear_message_and_the_page_keeps_working(page: Page, app_url):
+    open_app(page, app_url)
+    page.get_by_text("Your own .keras / .h5 file").click()
+    wait_for_app(page)
+    page.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(
+        files=[{"name": "notes.keras", "mimeType": "application/octet-stream", "buffer": b"hello"}]
+    )
+    expect(page.get_by_text(re.compile("not a Keras model file"))).to_be_visible(timeout=30_000)
+
+    go(page, "3 · Data")
+    page.get_by_text("Zip of class folders").click()
+    wait_for_app(page)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for index in range(3):
+            image = io.BytesIO()
+            Image.new("RGB", (8, 8), (index * 40, 0, 0)).save(image, format="PNG")
+            archive.writestr(f"cats/{index}.png", image.getvalue())
+    page.locator("[data-testid=stFileUploaderDropzoneInput]").last.set_input_files(
+        files=[{"name": "one.zip", "mimeType": "application/zip", "buffer": buffer.getvalue()}]
+    )
+    wait_for_app(page)
+    page.get_by_role("button", name="Load images").click()
+    expect(page.get_by_text(re.compile("only 1 class"))).to_be_visible(timeout=30_000)
+    # The page still works: the bundled task is still in use and training runs.
+    set_epochs(page, 1)
+    page.get_by_role("button", name="▶ Train").click()
+    go(page, "4 · Train")
+    expect(page.get_by_text("Finished 1 epoch(s).")).to_be_visible(timeout=90_000)
+
+
+def test_efficientnet_tree_click_updates_totals_quickly(page: Page, app_url, artifacts):
+    open_app(page, app_url)
+    page.get_by_text("keras.applications").first.click()
+    wait_for_app(page)
+    page.get_by_label("keras.applications model").click()
+    page.get_by_role("option", name=re.compile("EfficientNetB0")).click()
+    wait_for_app(page)
+    page.get_by_text("Use ImageNet weights").click()
+    wait_for_app(page)
+    page.get_by_role("button", name=re.compile("^Load EfficientNetB0")).click()
+    wait_for_app(page)
+    expect(page.get_by_text("not pretrained").first).to_be_visible(timeout=120_000)
+    go(page, "2 · Freeze")
+    total = metric(page, "Trainable params")
+    before = total.inner_text()
+    base = page.locator('.row[data-path$="/stem_conv"]').first.get_attribute("data-path")
+    started = time.perf_counter()
+    checkbox(page, base).click()
+    expect(total).not_to_have_text(before, timeout=30_000)
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    nodes = page.locator(".row[data-path]").count()
+    (artifacts / "click_to_update.json").write_text(
+        json.dumps({"model": "EfficientNetB0", "nodes": nodes, "click_to_update_ms": elapsed_ms})
+    )
+    print(f"EfficientNetB0 ({nodes} nodes): click-to-update {elapsed_ms:.0f} ms")
+    assert nodes > 240
