@@ -7,6 +7,7 @@ everything a user changes (flags, weights, runs) lives only in their workspace.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import threading
 from collections.abc import Callable, Iterable
@@ -117,7 +118,9 @@ class ModelTemplate:
         """
         class_name = self.class_name
         builder = keras.Sequential if class_name == "Sequential" else keras.Model
-        base = builder.from_config(self.config)
+        # Keras's from_config consumes the dict it is given: hand it a private copy so the
+        # shared template can be instantiated again (by every session).
+        base = builder.from_config(copy.deepcopy(self.config))
         base.set_weights(list(self.weights))
         return base
 
@@ -147,6 +150,12 @@ class Run:
     job: TrainingJob
     layer_order: list[str] = field(default_factory=list)
     depths: dict[str, int] = field(default_factory=dict)
+    name: str = ""
+
+    @property
+    def display_name(self) -> str:
+        """The name the user gave the run, else "Run N"."""
+        return self.name.strip() or f"Run {self.run_id}"
 
     @property
     def label(self) -> str:

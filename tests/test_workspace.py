@@ -112,3 +112,12 @@ def test_a_dataset_the_base_cannot_take_leaves_the_workspace_as_it_was(template,
         workspace.set_dataset(table)
     assert workspace.model is model and workspace.dataset is digits
     assert workspace.tree.frozen_paths() == plan and workspace.revision == revision
+
+
+def test_an_application_template_can_be_instantiated_by_many_sessions():
+    from models.applications import application_template
+
+    template = application_template("mobilenet_v2_035", 32, pretrained=False)
+    first, second = template.instantiate(), template.instantiate()
+    assert first is not second
+    assert len(second.weights) == len(template.weights) > 0
