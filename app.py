@@ -10,11 +10,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import streamlit as st
 
 from components.layer_tree import frozen_plan_from_state, render_layer_tree
+from components.lessons import render_lessons
 from components.panels import (
     DataRequest,
     ModelRequest,
     UploadedModelInfo,
     render_bulk_actions,
+    render_comparison,
     render_data_step,
     render_drift,
     render_freeze_legend,
@@ -25,6 +27,7 @@ from components.panels import (
     render_training_controls,
     show_error,
 )
+from components.pitfall_lab import render_pitfall_lab
 from components.runtime import keep_keras_session
 from models.applications import APPLICATION_ENTRIES, WeightsUnavailableError
 from models.catalogue import DEFAULT_MODEL, load_template
@@ -35,7 +38,7 @@ from models.datasets import (
     load_bundled_dataset,
 )
 from models.keras_datasets import KERAS_DATASETS, load_keras_dataset
-from models.training import TrainingConfig
+from models.training import TrainingConfig, TrainingSlots
 from models.tree import LayerTree
 from models.upload_data import (
     check_batch_fits,
@@ -89,12 +92,19 @@ def cached_keras_dataset(key: str, subset_size: int) -> ImageDataset:
     return load_keras_dataset(key, subset_size)
 
 
+@st.cache_resource
+def training_slots() -> TrainingSlots:
+    """One limit on concurrent training jobs for the whole server (FREEZELAB_TRAINING_SLOTS)."""
+    configured = os.environ.get("FREEZELAB_TRAINING_SLOTS", "").strip()
+    return TrainingSlots(int(configured) if configured.isdigit() and int(configured) > 0 else None)
+
+
 # ------------------------------------------------------------------------ per session
 def workspace() -> Workspace:
     """This session's own model copy, plan and runs (created on first use)."""
     if "workspace" not in st.session_state:
         st.session_state.workspace = Workspace(
-            cached_template(DEFAULT_MODEL), cached_dataset(DEFAULT_DATASET)
+            cached_template(DEFAULT_MODEL), cached_dataset(DEFAULT_DATASET), slots=training_slots()
         )
     return st.session_state.workspace
 
@@ -258,8 +268,12 @@ def main() -> None:
         else:
             st.rerun()
 
-    model_tab, freeze_tab, data_tab, train_tab, drift_tab = st.tabs(
-        ["1 · Model", "2 · Freeze", "3 · Data", "4 · Train", "5 · Drift"]
+    tabs = st.tabs(
+        ["1 · Model", "2 · Freeze", "3 · Data", "4 · Train", "5 · Drift", "Compare runs",
+         "Pitfall lab", "Lessons"]
+    )  # fmt: skip
+    model_tab, freeze_tab, data_tab, train_tab, drift_tab, compare_tab, pitfall_tab, lessons_tab = (
+        tabs
     )
     with model_tab:
         if st.session_state.get("model_error"):
@@ -339,6 +353,13 @@ def main() -> None:
                 render_drift(run, live=not run.job.progress().done)
 
             live_or_static(drift_view, training, every=DRIFT_REFRESH_SECONDS)
+
+    with compare_tab:
+        render_comparison(current.runs, disabled=training)
+    with pitfall_tab:
+        render_pitfall_lab()
+    with lessons_tab:
+        render_lessons()
 
 
 try:

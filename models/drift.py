@@ -15,7 +15,11 @@ W_t the values at step t, all of a kind's variables taken together as one vector
 
 from __future__ import annotations
 
+import math
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import keras
 import numpy as np
@@ -37,6 +41,19 @@ DRIFT_COLUMNS = (
     "frozen",
     "num_params",
 )
+_DRIFT_DTYPES = (
+    "int64",
+    "int64",
+    "object",
+    "object",
+    "object",
+    "object",
+    "float64",
+    "float64",
+    "bool",
+    "bool",
+    "int64",
+)
 
 
 @dataclass(frozen=True)
@@ -51,6 +68,16 @@ class _Group:
     start_values: tuple  # backend tensors, one copy of W_0
     start_norm: float
     num_params: int
+
+
+@dataclass(frozen=True)
+class _Record:
+    """The scalars of one record point, one entry per group (layer and kind)."""
+
+    step: int
+    epoch: int
+    scalars: np.ndarray  # (3, num_variables): squared change, max |change|, 1.0 if equal
+    frozen: np.ndarray  # (num_groups,) bool
 
 
 @dataclass(frozen=True)
@@ -137,14 +164,70 @@ def _as_bits(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array).view(np.uint8)
 
 
+def _drift_scalars(current_values: Sequence[Any], start_values: Sequence[Any]) -> Any:
+    """Computes each variable's drift scalars with `keras.ops` (traceable, backend-neutral).
+
+    Args:
+        current_values: The variables' current values (backend tensors or variables).
+        start_values: Their starting values, in the same order.
+
+    Returns:
+        A float32 tensor of shape (3, num_variables): the squared L2 change, the max |change|,
+        and 1.0 where every element equals its start (0.0 otherwise).
+    """
+    squared, maximum, equal = [], [], []
+    for current, start in zip(current_values, start_values, strict=True):
+        if math.prod(current.shape) == 0:  # an empty weight never changes
+            squared.append(ops.zeros((), "float32"))
+            maximum.append(ops.zeros((), "float32"))
+            equal.append(ops.ones((), "float32"))
+            continue
+        current_float, start_float = current, start
+        if keras.backend.standardize_dtype(current.dtype) != "float32":
+            current_float = ops.cast(current, "float32")
+            start_float = ops.cast(start, "float32")
+        delta = current_float - start_float
+        squared.append(ops.sum(delta * delta))
+        maximum.append(ops.max(ops.abs(delta)))
+        equal.append(ops.cast(ops.all(ops.equal(current, start)), "float32"))
+    return ops.stack([ops.stack(squared), ops.stack(maximum), ops.stack(equal)])
+
+
+def _compiled_measure(
+    variables: Sequence[keras.Variable], start_values: Sequence[Any]
+) -> Callable[[], Any]:
+    """Returns a zero-argument function computing `_drift_scalars` in ONE compiled call.
+
+    This is the only backend-specific code of the recorder: `tf.function` on TensorFlow (the
+    variables are captured, so each call reads their current values on their device) and
+    `jax.jit` on JAX; any other backend (PyTorch, NumPy) runs the same `keras.ops` code
+    eagerly. The values never leave the device; only the returned scalars do.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        function = tf.function(
+            lambda: _drift_scalars([variable.value for variable in variables], start_values)
+        )
+        return function.get_concrete_function()  # calling it skips the trace-cache lookup
+    if backend == "jax":
+        import jax
+
+        compiled = jax.jit(_drift_scalars)
+        return lambda: compiled([variable.value for variable in variables], start_values)
+    return lambda: _drift_scalars([variable.value for variable in variables], start_values)
+
+
 class DriftRecorder(keras.callbacks.Callback):
     """A Keras callback that records per-layer weight and state drift during `fit`.
 
     It keeps exactly one copy of the starting weights (taken at the first `fit` it sees, so the
     memory does not grow with epochs or with later fits) and appends a few scalars per layer and
     kind at each record point: the start, every epoch end, and every `every_n_batches` batches
-    when that is set. Norms are computed with `keras.ops` on the backend's device; only the
-    scalars come back to NumPy.
+    when that is set. All norms of one record are computed on the backend's device in ONE
+    compiled call (`tf.function` on TensorFlow, `jax.jit` on JAX, plain `keras.ops` elsewhere),
+    and only the stacked scalars, three per layer and kind, come back to NumPy.
 
     Args:
         tree: The `LayerTree` of the model being trained (it names the layers).
@@ -173,9 +256,23 @@ class DriftRecorder(keras.callbacks.Callback):
         self._groups: list[_Group] | None = None
         self._frozen_throughout: set[str] | None = None
         self._frozen_now: set[str] = set()
-        self._rows: list[tuple] = []
+        self._records: list[_Record] = []
         self._step = 0
         self._epoch = 0
+        self._epoch_first_step = 0
+        self._step_lock = threading.Lock()
+        self._frozen_mask = np.zeros(0, dtype=bool)
+        self._measure_function: Callable[[], Any] | None = None
+
+    @property
+    def async_safe(self) -> bool:
+        """Whether Keras may run the batch hook in a worker thread (True at epoch ends only).
+
+        Recording every epoch only counts steps per batch, so `fit` need not wait for the
+        hook after each batch (Keras's asynchronous callback dispatch). Batch records must
+        read the weights between two steps, so they run synchronously.
+        """
+        return self.every_n_batches is None
 
     # ------------------------------------------------------------------ snapshot and measure
     def _snapshot(self) -> list[_Group]:
@@ -204,47 +301,38 @@ class DriftRecorder(keras.callbacks.Callback):
                 )
         return groups
 
-    def _measure(self) -> np.ndarray:
-        """Returns an array of shape (num_groups, 3): squared L2 change, max |change|, equal."""
-        scalars = []
-        for group in self._groups or []:
-            squared = ops.convert_to_tensor(0.0, dtype="float32")
-            maximum = ops.convert_to_tensor(0.0, dtype="float32")
-            equal = ops.convert_to_tensor(True)
-            for variable, start in zip(group.variables, group.start_values, strict=True):
-                current = variable.value
-                delta = ops.cast(current, "float32") - ops.cast(start, "float32")
-                squared = squared + ops.sum(ops.square(delta))
-                maximum = ops.maximum(maximum, ops.max(ops.abs(delta)))
-                equal = ops.logical_and(equal, ops.all(ops.equal(current, start)))
-            scalars.append(ops.stack([squared, maximum, ops.cast(equal, "float32")]))
-        if not scalars:
-            return np.zeros((0, 3))
-        return np.asarray(ops.convert_to_numpy(ops.stack(scalars)), dtype=np.float64)
-
     def record(self) -> None:
-        """Appends one row per layer and kind for the current step (called by the hooks)."""
-        if self._groups is None:
+        """Records every layer and kind at the current step (called by the hooks).
+
+        The cost per record is one compiled device call and one host transfer of three
+        scalars per variable; combining them per layer waits until `frame()` is asked for.
+        """
+        if not self._groups:
             return
-        values = self._measure()
-        for group, (squared, maximum, equal) in zip(self._groups, values, strict=True):
-            change = float(np.sqrt(squared))
-            relative = change / group.start_norm if group.start_norm > 0 else change
-            self._rows.append(
-                (
-                    self._step,
-                    self._epoch,
-                    group.path,
-                    group.name,
-                    group.class_name,
-                    group.kind,
-                    relative,
-                    float(maximum),
-                    bool(equal),
-                    group.path in self._frozen_now,
-                    group.num_params,
-                )
-            )
+        if self._measure_function is None:
+            variables = [variable for group in self._groups for variable in group.variables]
+            starts = [start for group in self._groups for start in group.start_values]
+            self._measure_function = _compiled_measure(variables, starts)
+        scalars = np.asarray(ops.convert_to_numpy(self._measure_function()))
+        self._records.append(_Record(self._step, self._epoch, scalars, self._frozen_mask))
+
+    def _group_values(self, records: list[_Record]) -> tuple[np.ndarray, ...]:
+        """Combines per-variable scalars into per-group drift figures, all records at once.
+
+        Returns:
+            relative_change, max_abs_change and unchanged, each of shape
+            (num_records, num_groups).
+        """
+        groups = self._groups or []
+        sizes = [len(group.variables) for group in groups]
+        offsets = np.cumsum([0, *sizes[:-1]])
+        scalars = np.stack([record.scalars for record in records]).astype(np.float64)
+        change = np.sqrt(np.add.reduceat(scalars[:, 0, :], offsets, axis=1))
+        maximum = np.maximum.reduceat(scalars[:, 1, :], offsets, axis=1)
+        unchanged = np.minimum.reduceat(scalars[:, 2, :], offsets, axis=1) > 0.5
+        norms = np.array([group.start_norm for group in groups])
+        relative = np.where(norms > 0, change / np.where(norms > 0, norms, 1.0), change)
+        return relative, maximum, unchanged
 
     # ------------------------------------------------------------------------- Keras hooks
     def on_train_begin(self, logs=None) -> None:
@@ -253,20 +341,36 @@ class DriftRecorder(keras.callbacks.Callback):
         if self._groups is None:
             self._groups = self._snapshot()
             self._frozen_throughout = set(frozen)
-            self.record()
         else:
             self._frozen_throughout &= frozen
+        self._frozen_mask = np.array([group.path in frozen for group in self._groups], bool)
+        if not self._records:
+            self.record()
+
+    def _sync_model_state(self) -> None:
+        """Makes the variables current (JAX's trainer keeps them in its own state mid-epoch)."""
+        if self._model is not None:
+            _ = self.model  # Keras's `Callback.model` writes JAX's training state back.
+
+    def on_epoch_begin(self, epoch, logs=None) -> None:
+        self._epoch_first_step = self._step
 
     def on_train_batch_end(self, batch, logs=None) -> None:
-        self._step += 1
-        if self.every_n_batches and self._step % self.every_n_batches == 0:
+        # `batch` is the index of the last step done in this epoch; counting from it (rather
+        # than adding 1 per call) stays right when Keras runs this hook in worker threads.
+        step = self._epoch_first_step + batch + 1
+        with self._step_lock:
+            self._step = max(self._step, step)
+        if self.every_n_batches and step % self.every_n_batches == 0:
+            self._sync_model_state()
             self.record()
 
     def on_epoch_end(self, epoch, logs=None) -> None:
         self._epoch += 1
-        if self._groups and self._rows and self._rows[-1][0] == self._step:
+        self._sync_model_state()
+        if self._records and self._records[-1].step == self._step and self._step > 0:
             # A batch record was taken at this very step: replace it by the epoch-end record.
-            del self._rows[-len(self._groups) :]
+            self._records.pop()
         self.record()
 
     # ------------------------------------------------------------------------------ results
@@ -278,7 +382,7 @@ class DriftRecorder(keras.callbacks.Callback):
     @property
     def steps_recorded(self) -> int:
         """Number of record points so far (the start included)."""
-        return len({row[0] for row in self._rows})
+        return len(self._records)
 
     def frame(self) -> pd.DataFrame:
         """Returns the drift records as a tidy DataFrame, one row per layer per step per kind.
@@ -288,7 +392,39 @@ class DriftRecorder(keras.callbacks.Callback):
             class_name, kind ("weights" or "state"), relative_change, max_abs_change, unchanged,
             frozen (effectively frozen during that fit), num_params.
         """
-        return pd.DataFrame(self._rows, columns=list(DRIFT_COLUMNS))
+        records = list(self._records)  # a snapshot: training may append meanwhile
+        groups = self._groups or []
+        if not records or not groups:
+            return pd.DataFrame(
+                {
+                    column: pd.Series(dtype=dtype)
+                    for column, dtype in zip(DRIFT_COLUMNS, _DRIFT_DTYPES, strict=True)
+                }
+            )
+        num_groups, num_records = len(groups), len(records)
+        relative, maximum, unchanged = self._group_values(records)
+
+        def per_group(values: list) -> np.ndarray:
+            return np.tile(np.array(values, dtype=object), num_records)
+
+        return pd.DataFrame(
+            {
+                "step": np.repeat([r.step for r in records], num_groups).astype(np.int64),
+                "epoch": np.repeat([r.epoch for r in records], num_groups).astype(np.int64),
+                "layer_path": per_group([g.path for g in groups]),
+                "layer_name": per_group([g.name for g in groups]),
+                "class_name": per_group([g.class_name for g in groups]),
+                "kind": per_group([g.kind for g in groups]),
+                "relative_change": relative.ravel(),
+                "max_abs_change": maximum.ravel(),
+                "unchanged": unchanged.ravel(),
+                "frozen": np.concatenate([r.frozen for r in records]),
+                "num_params": np.tile(
+                    np.array([g.num_params for g in groups], dtype=np.int64), num_records
+                ),
+            },
+            columns=list(DRIFT_COLUMNS),
+        )
 
     def final_frame(self) -> pd.DataFrame:
         """Returns the last record of every layer and kind (the drift at the end)."""

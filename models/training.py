@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import enum
 import math
+import os
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import keras
@@ -20,6 +22,12 @@ import pandas as pd
 
 from models.datasets import train_validation_split
 from models.drift import DriftRecorder, VerificationResult
+from models.prefix_cache import (
+    ExecutionPlan,
+    build_head_model,
+    build_prefix_model,
+    plan_prefix_cache,
+)
 from models.tree import LayerTree, ParameterCounts
 
 OPTIMIZERS: dict[str, type[keras.optimizers.Optimizer]] = {
@@ -154,6 +162,18 @@ class _Data:
     num_validation: int | None
 
 
+class _StopPredictingOnCancel(keras.callbacks.Callback):
+    """Stops `predict` between batches once the job's cancel event is set."""
+
+    def __init__(self, cancel_event: threading.Event) -> None:
+        super().__init__()
+        self.cancel_event = cancel_event
+
+    def on_predict_batch_end(self, batch, logs=None) -> None:
+        if self.cancel_event.is_set():
+            self.model.stop_predicting = True
+
+
 class _ProgressCallback(keras.callbacks.Callback):
     """Reports progress to its job and stops training on cancel or a non-finite loss."""
 
@@ -194,6 +214,93 @@ class _Status:
     batch_history: dict[str, list[float]] = field(default_factory=dict)
 
 
+def default_training_slots() -> int:
+    """Concurrent training jobs allowed by default: one per two CPU cores (at least one)."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+class TrainingSlots:
+    """A process-wide, first-come-first-served limit on concurrent training jobs.
+
+    On a shared server (a workshop: 30 sessions, 2 cores) jobs that all trained at once would
+    thrash the CPU and starve the page; queued jobs wait their turn and show their position.
+
+    Args:
+        limit: Jobs allowed to train at once; `default_training_slots()` when None.
+
+    Example:
+    >>> slots = TrainingSlots(limit=1)
+    >>> job = TrainingJob(model, x, y, slots=slots)
+    """
+
+    def __init__(self, limit: int | None = None) -> None:
+        limit = default_training_slots() if limit is None else limit
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"`limit` must be a whole number >= 1, received {limit!r}.")
+        self.limit = limit
+        self._condition = threading.Condition()
+        self._running = 0
+        self._queue: list[object] = []
+
+    def _ahead(self, ticket: object) -> int:
+        return self._queue.index(ticket)
+
+    def acquire(
+        self,
+        ticket: object,
+        cancelled: threading.Event,
+        on_wait: Callable[[int], None] | None = None,
+    ) -> bool:
+        """Waits for a slot; returns False when `cancelled` is set first.
+
+        Args:
+            ticket: Any object identifying the waiting job.
+            cancelled: Stops the wait when set.
+            on_wait: Called with the number of jobs ahead (0 = next) while waiting.
+
+        Returns:
+            True when the slot is taken (call `release()` later), False when cancelled.
+        """
+        with self._condition:
+            self._queue.append(ticket)
+            try:
+                while True:
+                    ahead = self._ahead(ticket)
+                    if ahead < self.limit - self._running:
+                        self._queue.remove(ticket)
+                        self._running += 1
+                        return True
+                    if cancelled.is_set():
+                        self._queue.remove(ticket)
+                        self._condition.notify_all()
+                        return False
+                    if on_wait is not None:
+                        on_wait(ahead - (self.limit - self._running) + 1)
+                    self._condition.wait(timeout=0.25)
+            except BaseException:
+                if ticket in self._queue:
+                    self._queue.remove(ticket)
+                raise
+
+    def release(self) -> None:
+        """Frees a slot taken with `acquire`."""
+        with self._condition:
+            self._running = max(0, self._running - 1)
+            self._condition.notify_all()
+
+    @property
+    def running(self) -> int:
+        """Jobs training now."""
+        with self._condition:
+            return self._running
+
+    @property
+    def waiting(self) -> int:
+        """Jobs waiting for a slot."""
+        with self._condition:
+            return len(self._queue)
+
+
 class TrainingJob:
     """One training run of a model on arrays or a tf.data pipeline, observable while it runs.
 
@@ -212,6 +319,11 @@ class TrainingJob:
         validation_dataset: With `train_dataset`, an optional batched validation dataset.
         tree: The model's `LayerTree` (built from `model` when omitted).
         loss: Keras loss; defaults to sparse categorical cross-entropy on probabilities.
+        use_prefix_cache: None (default) caches the frozen prefix's outputs whenever that is
+            valid and trains only the layers after it (same result, much faster when a large
+            frozen base precedes a small head); False always trains with plain `fit`; True
+            requires the cached path and raises `ValueError` when it is not valid.
+            `execution_plan` says which path runs and why (see `models.prefix_cache`).
 
     Example:
     >>> job = TrainingJob(model, x, y, config=TrainingConfig(epochs=2))
@@ -220,6 +332,7 @@ class TrainingJob:
     <JobState.FINISHED: 'finished'>
     >>> job.drift_frame().head()
     >>> job.verification().message()
+    >>> job.execution_plan.message()  # which path ran (cached frozen prefix or plain fit), why
     """
 
     def __init__(
@@ -233,12 +346,27 @@ class TrainingJob:
         validation_dataset: Any = None,
         tree: LayerTree | None = None,
         loss: Any = "sparse_categorical_crossentropy",
+        use_prefix_cache: bool | None = None,
+        slots: TrainingSlots | None = None,
     ) -> None:
+        if use_prefix_cache not in (None, True, False):
+            raise TypeError(
+                f"`use_prefix_cache` must be None (automatic), True or False, received "
+                f"{use_prefix_cache!r}."
+            )
         self.model = model
         self.config = config or TrainingConfig()
         self.tree = tree or LayerTree(model)
         self.loss = loss
+        self.use_prefix_cache = use_prefix_cache
         self._data = self._prepare_data(x, y, train_dataset, validation_dataset)
+        self.execution_plan: ExecutionPlan = self._plan()
+        if use_prefix_cache and not self.execution_plan.cached:
+            raise ValueError(
+                "`use_prefix_cache=True` but the frozen prefix cannot be cached: "
+                f"{self.execution_plan.reason} Pass None to fall back to plain fit "
+                "automatically."
+            )
         self.recorder = DriftRecorder(self.tree, every_n_batches=self.config.drift_every_batches)
         self.frozen_paths: frozenset[str] = self.tree.frozen_paths()
         self.parameter_counts: ParameterCounts = self.tree.totals()
@@ -249,6 +377,8 @@ class TrainingJob:
         self._epoch = 0
         self._batch = 0
         self._pending_failure: str | None = None
+        self._claimed = False
+        self.slots = slots
 
     # ----------------------------------------------------------------------------- input
     def _prepare_data(self, x, y, train_dataset, validation_dataset) -> _Data:
@@ -352,33 +482,47 @@ class TrainingJob:
             `progress().message`.
         """
         with self._lock:
-            if self._status.state is not JobState.PENDING:
+            if self._status.state is not JobState.PENDING or self._claimed:
                 raise RuntimeError("A TrainingJob runs once; create a new job to train again.")
+            self._claimed = True
+        if self.slots is not None and not self.slots.acquire(
+            self, self._cancel_event, self._report_queue_position
+        ):
+            self._finish(
+                JobState.CANCELLED, "Stopped by request while waiting for a training slot."
+            )
+            return self.progress()
+        try:
+            return self._run_with_slot()
+        finally:
+            if self.slots is not None:
+                self.slots.release()
+
+    def _report_queue_position(self, position: int) -> None:
+        with self._lock:
+            self._status.message = (
+                f"Waiting for a free training slot: {position} job(s) ahead of yours on this "
+                "server. Training starts by itself."
+            )
+
+    def _run_with_slot(self) -> TrainingProgress:
+        with self._lock:
             self._status.state = JobState.RUNNING
             self._status.message = (
                 "Compiling the model with the current freeze plan, then training starts."
             )
             self._status.started_at = time.monotonic()
         try:
-            keras.utils.set_random_seed(self.config.seed)
-            self.compile()
-            fit_arguments: dict[str, Any] = {
-                "epochs": self.config.epochs,
-                "verbose": 0,
-                "callbacks": [self.recorder, _ProgressCallback(self)],
-            }
-            if self._data.train_labels is not None:
-                fit_arguments.update(
-                    x=self._data.train,
-                    y=self._data.train_labels,
-                    batch_size=self.config.batch_size,
-                    shuffle=True,
+            self.execution_plan = self._plan()
+            if self.use_prefix_cache and not self.execution_plan.cached:
+                raise ValueError(
+                    "`use_prefix_cache=True` but the frozen prefix can no longer be cached: "
+                    f"{self.execution_plan.reason}"
                 )
+            if self.execution_plan.cached:
+                self._fit_cached()
             else:
-                fit_arguments["x"] = self._data.train
-            if self._data.validation is not None:
-                fit_arguments["validation_data"] = self._data.validation
-            self.model.fit(**fit_arguments)
+                self._fit_plain()
         except Exception as error:  # every error becomes the job's message
             self._finish(JobState.FAILED, _describe_error(error))
         else:
@@ -393,6 +537,98 @@ class TrainingJob:
             else:
                 self._finish(JobState.FINISHED, f"Finished {self._epoch} epoch(s).")
         return self.progress()
+
+    def _plan(self) -> ExecutionPlan:
+        """Decides, with the current freeze flags, between the cached and the plain path."""
+        in_memory = self._data.train_labels is not None
+        num_samples = None
+        if in_memory:
+            num_samples = (self._data.num_train or 0) + (self._data.num_validation or 0)
+        return plan_prefix_cache(
+            self.model,
+            self.tree,
+            num_samples=num_samples,
+            in_memory=in_memory,
+            enabled=self.use_prefix_cache,
+        )
+
+    def _callbacks(self) -> list[keras.callbacks.Callback]:
+        return [self.recorder, _ProgressCallback(self)]
+
+    def _fit_plain(self) -> None:
+        """Compiles the whole model afresh and fits it (arrays or tf.data)."""
+        keras.utils.set_random_seed(self.config.seed)
+        self.compile()
+        fit_arguments: dict[str, Any] = {
+            "epochs": self.config.epochs,
+            "verbose": 0,
+            "callbacks": self._callbacks(),
+        }
+        if self._data.train_labels is not None:
+            fit_arguments.update(
+                x=self._data.train,
+                y=self._data.train_labels,
+                batch_size=self.config.batch_size,
+                shuffle=True,
+            )
+        else:
+            fit_arguments["x"] = self._data.train
+        if self._data.validation is not None:
+            fit_arguments["validation_data"] = self._data.validation
+        self.model.fit(**fit_arguments)
+
+    def _fit_cached(self) -> None:
+        """Computes the frozen prefix's outputs once, then fits only the layers after it.
+
+        The head model is made of the original model's own layer objects, so its training
+        updates the original model. Seeding, compiling, batch size, shuffling, the drift
+        recorder (which reads the original model's tree, frozen prefix included) and the
+        progress callback are the same as on the plain path.
+        """
+        plan = self.execution_plan
+        with self._lock:
+            self._status.message = (
+                "Computing the frozen layers' outputs once (frozen-prefix cache); then only "
+                "the layers after them train."
+            )
+        started = time.perf_counter()
+        prefix_model = build_prefix_model(self.model, plan)
+        stop = _StopPredictingOnCancel(self._cancel_event)
+        batch_size = max(self.config.batch_size, 256)
+        train_features = prefix_model.predict(
+            self._data.train, batch_size=batch_size, verbose=0, callbacks=[stop]
+        )
+        validation = None
+        if self._data.validation is not None and not self._cancel_event.is_set():
+            x_validation, y_validation = self._data.validation
+            validation_features = prefix_model.predict(
+                x_validation, batch_size=batch_size, verbose=0, callbacks=[stop]
+            )
+            validation = (validation_features, y_validation)
+        self.execution_plan = plan = replace(
+            plan,
+            feature_shape=tuple(int(size) for size in train_features.shape[1:]),
+            precompute_seconds=time.perf_counter() - started,
+        )
+        if self._cancel_event.is_set():
+            return
+        keras.utils.set_random_seed(self.config.seed)
+        head_model = build_head_model(self.model, plan, plan.feature_shape)
+        optimizer = OPTIMIZERS[self.config.optimizer](learning_rate=self.config.learning_rate)
+        head_model.compile(optimizer=optimizer, loss=self.loss, metrics=["accuracy"])
+        self.compile()  # the whole model ends compiled too, as on the plain path
+        fit_arguments: dict[str, Any] = {
+            "x": train_features,
+            "y": self._data.train_labels,
+            "batch_size": self.config.batch_size,
+            "shuffle": True,
+            "epochs": self.config.epochs,
+            "verbose": 0,
+            "callbacks": self._callbacks(),
+        }
+        if validation is not None:
+            fit_arguments["validation_data"] = validation
+        head_model.fit(**fit_arguments)
 
     def start(self) -> None:
         """Starts training in a background daemon thread and returns at once."""
@@ -438,6 +674,8 @@ class TrainingJob:
         self._pending_failure = message
 
     def _finish(self, state: JobState, message: str) -> None:
+        # The proof is taken when the run ends: later runs may train these layers again.
+        self._final_verification = self.recorder.verify() if self.recorder.started else None
         with self._lock:
             self._status.state = state
             self._status.message = message
@@ -482,7 +720,14 @@ class TrainingJob:
         return self.recorder.frame()
 
     def verification(self) -> VerificationResult:
-        """Returns the bitwise check that every frozen layer kept its weights and state."""
+        """Returns the bitwise check that every frozen layer kept its weights and state.
+
+        Once the job has ended this is the check taken at its end, so training the same model
+        again later (a new run) does not rewrite an earlier run's proof.
+        """
+        final = getattr(self, "_final_verification", None)
+        if final is not None and self.progress().done:
+            return final
         return self.recorder.verify()
 
 

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 from models.datasets import ImageDataset
-from models.training import JobState, TrainingConfig, TrainingJob
+from models.training import JobState, TrainingConfig, TrainingJob, TrainingSlots
 from models.transfer import build_transfer_model
 from models.tree import LayerTree, ParameterCounts
 
@@ -170,6 +170,7 @@ class Workspace:
         template: The base model to start from.
         dataset: The dataset the head is built for.
         seed: Seed for the new head's initial weights.
+        slots: The server's `TrainingSlots` (a limit on concurrent training), if any.
 
     Example:
     >>> workspace = Workspace(template, load_bundled_dataset("digits_5_9"))
@@ -179,8 +180,15 @@ class Workspace:
     True
     """
 
-    def __init__(self, template: ModelTemplate, dataset: ImageDataset, seed: int = 0) -> None:
+    def __init__(
+        self,
+        template: ModelTemplate,
+        dataset: ImageDataset,
+        seed: int = 0,
+        slots: TrainingSlots | None = None,
+    ) -> None:
         self._lock = threading.Lock()
+        self.slots = slots
         self._run_ids = itertools.count(1)
         self.runs: list[Run] = []
         self.revision = 0
@@ -321,7 +329,12 @@ class Workspace:
         with self._lock:
             self._require_idle("start another run")
             job = TrainingJob(
-                self.model, self.dataset.x, self.dataset.y, config=config, tree=self.tree
+                self.model,
+                self.dataset.x,
+                self.dataset.y,
+                config=config,
+                tree=self.tree,
+                slots=self.slots,
             )
             nodes = self.tree.nodes()
             run = Run(

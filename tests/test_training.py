@@ -198,3 +198,52 @@ def test_bad_data_and_settings_are_refused_with_clear_messages():
         TrainingConfig(epochs=1.5)
     with pytest.raises(ValueError, match="validation_fraction"):
         TrainingConfig(validation_fraction=0.95)
+
+
+def test_training_slots_queue_jobs_and_show_their_position():
+    from models.training import TrainingSlots
+
+    slots = TrainingSlots(limit=1)
+    x, y = data(num_samples=300)
+    first = TrainingJob(
+        small_model(), x, y, config=TrainingConfig(epochs=30, batch_size=4), slots=slots
+    )
+    second = TrainingJob(small_model(), x, y, config=TrainingConfig(epochs=1), slots=slots)
+    first.start()
+    deadline = time.monotonic() + 60
+    while first.progress().state is not JobState.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.02)
+    second.start()
+    while "Waiting for a free training slot" not in second.progress().message:
+        assert time.monotonic() < deadline, second.progress().message
+        time.sleep(0.02)
+    assert second.progress().state is JobState.PENDING
+    assert slots.running == 1 and slots.waiting == 1
+    first.cancel()
+    assert second.wait(120).state is JobState.FINISHED
+    assert first.wait(60).state is JobState.CANCELLED
+    assert slots.running == 0 and slots.waiting == 0
+
+
+def test_a_job_cancelled_while_queued_never_trains():
+    from models.training import TrainingSlots
+
+    slots = TrainingSlots(limit=1)
+    x, y = data()
+    blocker = TrainingJob(
+        small_model(), x, y, config=TrainingConfig(epochs=200, batch_size=4), slots=slots
+    )
+    queued = TrainingJob(small_model(), x, y, config=TrainingConfig(epochs=1), slots=slots)
+    blocker.start()
+    queued.start()
+    time.sleep(0.5)
+    queued.cancel()
+    progress = queued.wait(30)
+    assert (
+        progress.state is JobState.CANCELLED and "waiting for a training slot" in progress.message
+    )
+    assert progress.history == {}
+    blocker.cancel()
+    blocker.wait(60)
+    with pytest.raises(ValueError, match="whole number >= 1"):
+        TrainingSlots(limit=0)
