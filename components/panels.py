@@ -14,6 +14,8 @@ import streamlit as st
 from PIL import Image
 
 from components.figures import (
+    comparison_curves_figure,
+    comparison_drift_figure,
     drift_heatmap_figure,
     drift_lines_figure,
     final_drift_bar_figure,
@@ -645,6 +647,15 @@ def render_progress(progress: TrainingProgress, key: str = "training_curves") ->
     )
 
 
+def render_execution_plan(run: Run) -> None:
+    """Says which training path ran (cached frozen prefix or plain fit) and why."""
+    plan = getattr(run.job, "execution_plan", None)
+    if plan is None:
+        return
+    icon = ":material/bolt:" if plan.cached else ":material/info:"
+    st.caption(f"{icon} {escape_markdown(plan.message())}")
+
+
 def render_run_summary(run: Run) -> None:
     """Shows what a run was: model, data, settings, freeze plan and parameter counts."""
     config = run.config
@@ -656,7 +667,8 @@ def render_run_summary(run: Run) -> None:
         f"{_format_count(run.counts.total)} parameters"
     )
     shown = ", ".join(frozen[:12]) + (f" and {len(frozen) - 12} more" if len(frozen) > 12 else "")
-    st.caption(f"Frozen flags at the start: {shown or 'none'}")
+    st.caption(f"Frozen flags at the start: {escape_markdown(shown) or 'none'}")
+    render_execution_plan(run)
 
 
 # -------------------------------------------------------------------------- 5 Drift
@@ -728,4 +740,98 @@ def render_drift(run: Run, *, live: bool = False) -> None:
         file_name=f"freezelab_run{run.run_id}_drift.csv",
         mime="text/csv",
         key=f"{prefix}_download_drift",
+    )
+
+
+# ----------------------------------------------------------------------- compare runs
+def _last(history: Mapping[str, Sequence[float]], key: str) -> float | None:
+    values = history.get(key) or []
+    return float(values[-1]) if values else None
+
+
+def comparison_table(runs: Sequence[Run]) -> pd.DataFrame:
+    """One row per run: settings, freeze plan size, parameter counts, final metrics, proof.
+
+    Args:
+        runs: Runs to compare.
+
+    Returns:
+        A DataFrame ready for display.
+    """
+    rows = []
+    for run in runs:
+        progress = run.job.progress()
+        history = progress.history
+        verification = run.job.verification() if run.job.recorder.started else None
+        rows.append(
+            {
+                "Run": run.display_name,
+                "Model": run.model_title,
+                "Data": run.dataset_title,
+                "Epochs": progress.epoch,
+                "Learning rate": run.config.learning_rate,
+                "Optimizer": run.config.optimizer,
+                "Frozen flags": len(run.frozen_paths),
+                "Trainable params": run.counts.trainable,
+                "Total params": run.counts.total,
+                "Train loss": _last(history, "loss"),
+                "Train accuracy": _last(history, "accuracy"),
+                "Validation loss": _last(history, "val_loss"),
+                "Validation accuracy": _last(history, "val_accuracy"),
+                "State": progress.state.value,
+                "Frozen layers unchanged": (
+                    None if verification is None else verification.all_unchanged
+                ),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def render_comparison(runs: Sequence[Run], *, disabled: bool) -> None:
+    """Compares up to four runs of the session: names, settings, curves and final drift.
+
+    Args:
+        runs: The session's kept runs (oldest first).
+        disabled: True while training runs (renaming waits).
+    """
+    ended = [run for run in runs if run.job.progress().done]
+    if len(ended) < 2:
+        st.info(
+            "Finish two or more runs (for example the base frozen, then fine-tuned) to compare "
+            "them here. The last four runs of the session are kept."
+        )
+        if not ended:
+            return
+    with st.expander("Name the runs", expanded=False):
+        for run in ended:
+            run.name = st.text_input(
+                f"Name of run {run.run_id} ({run.label})",
+                value=run.name,
+                max_chars=40,
+                disabled=disabled,
+                key=f"run_name_{run.run_id}",
+            )
+    by_id = {run.run_id: run for run in ended}
+    chosen = st.multiselect(
+        "Runs to compare",
+        list(by_id),
+        default=list(by_id),
+        format_func=lambda run_id: by_id[run_id].display_name,
+        max_selections=4,
+        key="compare_runs",
+    )
+    selected = [by_id[run_id] for run_id in chosen if run_id in by_id]
+    if not selected:
+        return
+    st.dataframe(comparison_table(selected), hide_index=True, width="stretch")
+    histories = {run.display_name: run.job.progress().history for run in selected}
+    st.plotly_chart(comparison_curves_figure(histories), width="stretch", key="compare_curves")
+    finals = {
+        run.display_name: final_drift_table(run.job.drift_frame(), layer_order=run.layer_order)
+        for run in selected
+    }
+    st.plotly_chart(
+        comparison_drift_figure(finals, layer_order=selected[-1].layer_order),
+        width="stretch",
+        key="compare_drift",
     )

@@ -139,16 +139,20 @@ def test_stop_during_training_keeps_results_and_a_new_start_works(page: Page, ap
     go(page, "4 · Train")
     page.get_by_role("button", name="▶ Train").click()
     expect(page.get_by_text(re.compile(r"Epoch 2/100"))).to_be_visible(timeout=90_000)
+    shown = page.locator("[data-testid=stProgress]").first.inner_text()
+    epochs_seen = int(re.search(r"Epoch (\d+)/100", shown).group(1))
     page.get_by_role("button", name="■ Stop").click()
     stopped = page.get_by_text(re.compile(r"Stopped by request after \d+ epoch"))
-    expect(stopped).to_be_visible(timeout=30_000)
+    expect(stopped).to_be_visible(timeout=10_000)
     epochs_done = int(re.search(r"after (\d+) epoch", stopped.inner_text()).group(1))
-    assert 1 <= epochs_done <= 3
+    # An epoch takes well under a second here: the stop lands within a few epochs of the click
+    # (the page refreshes once a second), far from the 100 planned.
+    assert epochs_seen - 1 <= epochs_done <= epochs_seen + 10
     expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=60_000)
     set_epochs(page, 1)
     page.get_by_role("button", name="▶ Train").click()
     expect(page.get_by_text("Finished 1 epoch(s).")).to_be_visible(timeout=90_000)
-    expect(page.get_by_text(re.compile(r"Run 2 · 1 epochs"))).to_be_visible()
+    expect(page.get_by_text(re.compile(r"Run 2 · 1 epochs")).first).to_be_visible()
 
 
 def test_two_browser_contexts_do_not_share_a_model(browser, app_url):

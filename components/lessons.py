@@ -1,0 +1,273 @@
+"""Render the lessons page: one interactive step per freezing idea, with live numbers from Keras.
+
+Every number shown comes from a real Keras layer or model built by `models.lessons`. The cheap
+numbers are cached in `st.session_state["lessons_cache"]` per setting; the two steps that train
+run only when their button is clicked and keep their result under "lessons_" keys.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from models.lessons import (
+    LayerWeights,
+    batch_norm_weights,
+    dense_weights,
+    frozen_dense,
+    nested_freeze,
+    train_with_frozen_layer,
+    transfer_workflow,
+)
+
+CACHE_KEY = "lessons_cache"
+FROZEN_TRAINING_KEY = "lessons_frozen_training"
+WORKFLOW_KEY = "lessons_workflow"
+_INNER_CHOICES = ("not set", "True", "False")
+_RUN_LOCK = threading.Lock()  # one training lesson at a time per server process
+
+
+def _cached(name: str, function: Callable[..., Any], *args: Hashable) -> Any:
+    """Returns `function(*args)`, computed once per session and setting."""
+    cache: dict = st.session_state.setdefault(CACHE_KEY, {})
+    key = (name, *args)
+    if key not in cache:
+        cache[key] = function(*args)
+    return cache[key]
+
+
+def _weights_table(info: LayerWeights) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "Weight": weight.name,
+                "Shape": str(weight.shape),
+                "Trainable": "yes" if weight.trainable else "no",
+                "Parameters": weight.num_params,
+            }
+            for weight in info.weights
+        ]
+    )
+
+
+def _weight_metrics(info: LayerWeights) -> None:
+    columns = st.columns(3)
+    columns[0].metric("len(layer.weights)", info.num_weights)
+    columns[1].metric("len(layer.trainable_weights)", info.num_trainable_weights)
+    columns[2].metric("len(layer.non_trainable_weights)", info.num_non_trainable_weights)
+    st.dataframe(_weights_table(info), hide_index=True, width="stretch")
+
+
+def _guarded(render: Callable[[], None]) -> None:
+    """Runs one step's rendering; an error shows as a message, never as a traceback."""
+    try:
+        render()
+    except Exception as error:
+        st.error(f"This step could not run: {type(error).__name__}: {error}")
+
+
+# ------------------------------------------------------------------------------------ steps
+def _step_dense() -> None:
+    st.markdown(
+        "A layer's **weights** are its learnable numbers. A `Dense` layer has two: a *kernel* "
+        "(inputs x units) and a *bias* (one per unit). Both are trainable: the optimizer "
+        "changes them during training."
+    )
+    left, right = st.columns(2)
+    units = left.number_input("units", 1, 64, 2, key="lessons_units")
+    input_dim = right.number_input("input size", 1, 64, 3, key="lessons_input_dim")
+    st.code(
+        f"layer = keras.layers.Dense({units})\nlayer.build((None, {input_dim}))", language="python"
+    )
+    _weight_metrics(_cached("dense", dense_weights, int(units), int(input_dim)))
+
+
+def _step_batch_norm() -> None:
+    st.markdown(
+        "`BatchNormalization` has **four** weights: *gamma* and *beta* are trainable; the "
+        "*moving mean* and *moving variance* are non-trainable. No optimizer touches them, "
+        "but a trainable BatchNormalization layer updates them itself on every training batch."
+    )
+    features = st.number_input("features (channels)", 1, 64, 3, key="lessons_bn_features")
+    st.code(
+        f"layer = keras.layers.BatchNormalization()\nlayer.build((None, {features}))",
+        language="python",
+    )
+    _weight_metrics(_cached("batch_norm", batch_norm_weights, int(features)))
+
+
+def _step_freeze() -> None:
+    st.markdown(
+        "Setting `layer.trainable = False` **freezes** the layer: all its weights move from "
+        "`trainable_weights` to `non_trainable_weights`, and training no longer updates them."
+    )
+    trainable = st.checkbox("layer.trainable", value=False, key="lessons_dense_trainable")
+    st.code(
+        f"layer = keras.layers.Dense(2)\nlayer.build((None, 3))\nlayer.trainable = {trainable}",
+        language="python",
+    )
+    _weight_metrics(_cached("frozen_dense", frozen_dense, bool(trainable)))
+
+
+def _step_train_frozen() -> None:
+    st.markdown(
+        "Does a frozen layer really stay put? Build `Dense(3) -> Dense(3)`, freeze the first, "
+        "**compile**, train, and compare every weight byte for byte with its value before."
+    )
+    if st.button("▶ Train 3 epochs", key="lessons_train_frozen"):
+        with st.spinner("Training a tiny model..."), _RUN_LOCK:
+            st.session_state[FROZEN_TRAINING_KEY] = train_with_frozen_layer(seed=0)
+    check = st.session_state.get(FROZEN_TRAINING_KEY)
+    if check is None:
+        st.info("Click the button to train and check.")
+        return
+    columns = st.columns(len(check.layers))
+    for column, layer in zip(columns, check.layers, strict=True):
+        with column:
+            st.markdown(f"**{layer.name}** (trainable={layer.trainable})")
+            st.metric("Bitwise equal after fit", "yes" if layer.bitwise_equal else "no")
+            st.metric("Largest change", f"{layer.max_abs_change:.4g}")
+            st.dataframe(
+                pd.DataFrame(
+                    {"kernel before": layer.kernel_before, "kernel after": layer.kernel_after}
+                ),
+                hide_index=True,
+            )
+    frozen = check.layer("frozen_dense")
+    if frozen.bitwise_equal:
+        st.success(check.verification_message, icon=":material/verified:")
+    else:
+        st.error(check.verification_message, icon=":material/gpp_bad:")
+
+
+def _step_nested() -> None:
+    st.markdown(
+        "A model can contain another model. Setting `trainable` on a model sets it on "
+        "**every layer inside, recursively**. You may then set a layer back to trainable. "
+        "What really trains is what is in the *outer* model's `trainable_weights`: in Keras 3 "
+        "only the outer (top) model's flag stops a layer from training, a frozen inner model "
+        "does not."
+    )
+    columns = st.columns(3)
+    outer = columns[0].checkbox("outer.trainable", value=False, key="lessons_outer_trainable")
+    inner_choice = columns[1].radio(
+        "inner.trainable", _INNER_CHOICES, key="lessons_inner_trainable", horizontal=True
+    )
+    child = columns[2].checkbox(
+        "inner.dense_a.trainable", value=False, key="lessons_child_trainable"
+    )
+    inner = None if inner_choice == "not set" else inner_choice == "True"
+    lines = ["outer.trainable = " + str(outer)]
+    if inner is not None:
+        lines.append(f"inner.trainable = {inner}")
+    lines.append(f"inner.get_layer('dense_a').trainable = {child}")
+    st.code("\n".join(lines), language="python")
+    result = _cached("nested", _nested, bool(outer), bool(child), inner)
+    table = pd.DataFrame(
+        [
+            {
+                "Layer": node.path,
+                "Class": node.class_name,
+                "Flag (trainable)": "yes" if node.trainable else "no",
+                "Really trains": "yes" if node.effectively_trainable else "no",
+                "Trainable params": node.trainable_params,
+                "Non-trainable params": node.non_trainable_params,
+            }
+            for node in result.nodes
+        ]
+    )
+    st.dataframe(table, hide_index=True, width="stretch")
+    metrics = st.columns(3)
+    metrics[0].metric("len(outer.trainable_weights)", len(result.keras_trainable_weights))
+    metrics[1].metric("len(inner.trainable_weights)", result.inner_trainable_weights)
+    metrics[2].metric("Trainable params", f"{result.trainable_params:,}")
+    trained = ", ".join(result.keras_trainable_weights) or "nothing"
+    st.caption(f"`fit` on the outer model updates: {trained}")
+    child_node = result.node("outer/inner/dense_a")
+    inner_node = result.node("outer/inner")
+    if child_node.effectively_trainable and not inner_node.trainable:
+        st.warning(
+            "Surprise: the inner model says trainable=False, yet 'dense_a' trains, because "
+            "only the outer model's flag gates training.",
+            icon=":material/warning:",
+        )
+    elif child_node.trainable and not child_node.effectively_trainable:
+        st.info(
+            "'dense_a' says trainable=True, but the outer model is frozen, so nothing trains.",
+            icon=":material/info:",
+        )
+
+
+def _nested(outer: bool, child: bool, inner: bool | None) -> Any:
+    return nested_freeze(outer, child, inner_trainable=inner)
+
+
+def _step_workflow() -> None:
+    st.markdown(
+        "The transfer-learning workflow, on the bundled base (pretrained on digits 0-4) and "
+        "digits 5-9:\n"
+        "1. **Freeze the base** (`base.trainable = False`) and **add a new head**.\n"
+        "2. **Train** the head.\n"
+        "3. **Fine-tune**: unfreeze the base (keep BatchNormalization frozen), **recompile** "
+        "with a low learning rate, train a little more."
+    )
+    if st.button("▶ Run the workflow", key="lessons_run_workflow"):
+        with st.spinner("Training both phases (a few seconds)..."), _RUN_LOCK:
+            st.session_state[WORKFLOW_KEY] = transfer_workflow(seed=0)
+    result = st.session_state.get(WORKFLOW_KEY)
+    if result is None:
+        st.info("Click the button to run both phases and measure them.")
+    else:
+        columns = st.columns(len(result.phases))
+        titles = {"head": "Phase 1 · frozen base, new head", "fine_tune": "Phase 2 · fine-tune"}
+        for column, phase in zip(columns, result.phases, strict=True):
+            with column:
+                st.markdown(f"**{titles.get(phase.name, phase.name)}**")
+                st.caption(
+                    f"{phase.description} Learning rate {phase.learning_rate:g}, "
+                    f"{phase.epochs} epochs."
+                )
+                st.metric("Trainable params", f"{phase.trainable_params:,}")
+                st.metric("Non-trainable params", f"{phase.non_trainable_params:,}")
+                st.metric("Validation accuracy (digits 5-9)", f"{phase.validation_accuracy:.1%}")
+                st.metric("Base drift since the start", f"{phase.base_drift:.1%}")
+                st.metric("Digits 0-4 still recognised", f"{phase.original_task_accuracy:.1%}")
+        st.caption(f"Measured in {result.seconds:.1f} s.")
+    st.markdown(
+        "**Do it in the dashboard:** tab **2 · Freeze** to freeze the base (or use the bulk "
+        "actions), tab **4 · Train** to train the head, then back to **2 · Freeze** to unfreeze "
+        "and **4 · Train** again with a lower learning rate (FreezeLab recompiles for you), "
+        "and tab **5 · Drift** to see that frozen layers stayed bitwise unchanged."
+    )
+
+
+STEPS: tuple[tuple[str, Callable[[], None]], ...] = (
+    ("1 · The weights of a layer (Dense)", _step_dense),
+    ("2 · BatchNormalization: trainable and non-trainable weights", _step_batch_norm),
+    ("3 · Freezing a layer", _step_freeze),
+    ("4 · Training with a frozen layer", _step_train_frozen),
+    ("5 · Freezing a model freezes everything inside it", _step_nested),
+    ("6 · The transfer-learning workflow", _step_workflow),
+)
+
+
+def render_lessons() -> None:
+    """Renders the lessons page: one expander per idea, each with live numbers from Keras.
+
+    Works standalone: it only reads and writes session-state keys starting with "lessons_".
+    Nothing trains on a rerun; the two training steps run when their buttons are clicked.
+
+    Example:
+    >>> render_lessons()  # inside a Streamlit script or tab
+    """
+    st.markdown(
+        "The ideas behind FreezeLab, after the Keras guide *Transfer learning & fine-tuning*. "
+        "Each number below is read from a real Keras layer or model."
+    )
+    for index, (title, render) in enumerate(STEPS):
+        with st.expander(title, expanded=index == 0):
+            _guarded(render)
