@@ -9,6 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import streamlit as st
 
+from components.export_panel import render_export, render_share_link
 from components.layer_tree import frozen_plan_from_state, render_layer_tree
 from components.lessons import render_lessons
 from components.panels import (
@@ -37,7 +38,9 @@ from models.datasets import (
     ImageDataset,
     load_bundled_dataset,
 )
+from models.export import parse_run_config, plan_from_config
 from models.keras_datasets import KERAS_DATASETS, load_keras_dataset
+from models.presets import Preset, parse_query, resolve_frozen_paths
 from models.training import TrainingConfig, TrainingSlots
 from models.tree import LayerTree
 from models.upload_data import (
@@ -101,12 +104,63 @@ def training_slots() -> TrainingSlots:
 
 # ------------------------------------------------------------------------ per session
 def workspace() -> Workspace:
-    """This session's own model copy, plan and runs (created on first use)."""
+    """This session's own model copy, plan and runs (created on first use, from the link)."""
     if "workspace" not in st.session_state:
         st.session_state.workspace = Workspace(
             cached_template(DEFAULT_MODEL), cached_dataset(DEFAULT_DATASET), slots=training_slots()
         )
+        apply_preset(st.session_state.workspace)
     return st.session_state.workspace
+
+
+def apply_preset(current: Workspace) -> None:
+    """Applies an instructor link's query parameters; invalid ones are ignored with a notice."""
+    params = {key: st.query_params.get_all(key) for key in st.query_params}
+    preset, notices = parse_query(params)
+    st.session_state.preset = preset
+    if preset.is_empty:
+        st.session_state.preset_notices = notices
+        return
+    try:
+        if preset.model is not None and preset.model != DEFAULT_MODEL:
+            current.set_template(
+                cached_application(
+                    preset.model,
+                    preset.input_size or APPLICATION_ENTRIES[preset.model].default_input_size,
+                    preset.pretrained is not False,
+                )
+            )
+    except (ValueError, TypeError, KeyError) as error:
+        notices.append(f"The link's model could not be loaded: {error}")
+    try:
+        if preset.dataset is not None and preset.dataset != current.dataset.name:
+            current.set_dataset(cached_dataset(preset.dataset))
+    except (ValueError, TypeError) as error:
+        notices.append(f"The link's dataset could not be used: {error}")
+    try:
+        action = preset.freeze_action()
+        if action is not None:
+            current.bulk_action(*action)
+        else:
+            plan, plan_notices = resolve_frozen_paths(preset, current.tree)
+            notices.extend(plan_notices)
+            if plan is not None:
+                current.apply_plan(plan)
+                current.revision += 1
+    except (ValueError, TypeError) as error:
+        notices.append(f"The link's freeze plan could not be applied: {error}")
+    st.session_state.training_defaults = preset.training_config(DEFAULT_CONFIG)
+    st.session_state.preset_notices = notices
+
+
+def preset() -> Preset:
+    """The instructor link of this session (empty when there was none)."""
+    return st.session_state.get("preset") or Preset()
+
+
+def training_defaults() -> TrainingConfig:
+    """Settings shown first: the app's, a link's, or a restored config's."""
+    return st.session_state.get("training_defaults") or DEFAULT_CONFIG
 
 
 def tree_key(current: Workspace) -> str:
@@ -197,6 +251,19 @@ def handle_data_request(current: Workspace, request: DataRequest) -> None:
         st.session_state.data_error = str(error)
 
 
+def handle_restore(current: Workspace, data: bytes) -> None:
+    """Restores a freeze plan and settings from an uploaded run config."""
+    try:
+        config = parse_run_config(data)
+        plan, notices = plan_from_config(config, current.tree, template_key=current.template.key)
+        current.apply_plan(plan)
+        current.revision += 1  # remount the tree on the restored flags
+        st.session_state.training_defaults = config.training
+        notify(" ".join(["Restored the freeze plan and settings.", *notices]))
+    except (ValueError, TypeError, RuntimeError) as error:
+        st.session_state.export_error = str(error)
+
+
 def live_or_static(function, live: bool, every: float = REFRESH_SECONDS) -> None:
     """Runs `function` as an auto-refreshing fragment while training, else once."""
     if live:
@@ -230,6 +297,13 @@ def main() -> None:
     st.session_state.setdefault("notice", None)
     current = workspace()
     training = current.is_training
+    link = preset()
+    if link.title:
+        st.header(link.title, anchor=False)
+    if link.message:
+        st.info(link.message)
+    for notice in st.session_state.pop("preset_notices", []):
+        st.warning(f"Link parameter ignored: {notice}")
     if st.session_state.notice:
         st.warning(st.session_state.notice)
         st.session_state.notice = None
@@ -245,10 +319,11 @@ def main() -> None:
         )
         st.subheader("4 · Train")
         intent = render_training_controls(
-            DEFAULT_CONFIG,
+            training_defaults(),
             training=training,
+            show_settings=not link.hides("settings"),
             validation_fraction=st.session_state.get(
-                "validation_fraction", DEFAULT_CONFIG.validation_fraction
+                "validation_fraction", training_defaults().validation_fraction
             ),
         )
     if intent.stop:
@@ -270,11 +345,10 @@ def main() -> None:
 
     tabs = st.tabs(
         ["1 · Model", "2 · Freeze", "3 · Data", "4 · Train", "5 · Drift", "Compare runs",
-         "Pitfall lab", "Lessons"]
+         "Export", "Pitfall lab", "Lessons"]
     )  # fmt: skip
-    model_tab, freeze_tab, data_tab, train_tab, drift_tab, compare_tab, pitfall_tab, lessons_tab = (
-        tabs
-    )
+    (model_tab, freeze_tab, data_tab, train_tab, drift_tab, compare_tab, export_tab) = tabs[:7]
+    pitfall_tab, lessons_tab = tabs[7:]
     with model_tab:
         if st.session_state.get("model_error"):
             show_error(st.session_state.model_error)
@@ -284,6 +358,8 @@ def main() -> None:
             uploaded=st.session_state.get("uploaded_info"),
             weights_error=st.session_state.get("weights_error"),
             disabled=training,
+            allow_change=not link.hides("model"),
+            allow_upload=not link.hides("upload"),
         )
         if model_request is not None:
             handle_model_request(current, model_request)
@@ -291,12 +367,14 @@ def main() -> None:
 
     with freeze_tab:
         render_totals(current.tree.totals())
-        bulk = render_bulk_actions(
-            current.tree.nodes(),
-            current.base_path,
-            current.tree.base_layer_paths(current.base_path),
-            disabled=training,
-        )
+        bulk = None
+        if not link.hides("freeze"):
+            bulk = render_bulk_actions(
+                current.tree.nodes(),
+                current.base_path,
+                current.tree.base_layer_paths(current.base_path),
+                disabled=training,
+            )
         if bulk is not None:
             current.bulk_action(bulk.action, bulk.argument)
             st.rerun()
@@ -318,10 +396,12 @@ def main() -> None:
             current.dataset,
             DATASET_TITLES,
             KERAS_DATASETS,
-            st.session_state.get("validation_fraction", DEFAULT_CONFIG.validation_fraction),
+            st.session_state.get("validation_fraction", training_defaults().validation_fraction),
             notes=st.session_state.get("data_notes", []),
             csv_columns_of=csv_columns,
             disabled=training,
+            allow_change=not link.hides("data"),
+            allow_upload=not link.hides("upload"),
         )
         if data_request is not None:
             handle_data_request(current, data_request)
@@ -356,6 +436,17 @@ def main() -> None:
 
     with compare_tab:
         render_comparison(current.runs, disabled=training)
+    with export_tab:
+        if st.session_state.get("export_error"):
+            show_error(st.session_state.pop("export_error"))
+        chosen = intent.config or training_defaults()
+        restore = render_export(
+            current, chosen, show_code=not link.hides("code"), training=training
+        )
+        if restore is not None:
+            handle_restore(current, restore.data)
+            st.rerun()
+        render_share_link(current, chosen, st.context.url or "http://localhost:8501/")
     with pitfall_tab:
         render_pitfall_lab()
     with lessons_tab:

@@ -151,6 +151,8 @@ def render_model_step(
     uploaded: UploadedModelInfo | None,
     weights_error: str | None,
     disabled: bool,
+    allow_change: bool = True,
+    allow_upload: bool = True,
 ) -> ModelRequest | None:
     """Renders where the base model comes from, its card, and returns what the user asked.
 
@@ -160,19 +162,28 @@ def render_model_step(
         uploaded: The model file this session uploaded, if any.
         weights_error: The last "ImageNet weights unavailable" message, if any.
         disabled: True while training runs.
+        allow_change: False when an instructor's link hides the model choice.
+        allow_upload: False when an instructor's link hides uploads.
 
     Returns:
         A `ModelRequest`, or None when nothing was asked.
     """
     request: ModelRequest | None = None
-    source = st.radio(
-        "Where the base model comes from",
-        MODEL_SOURCES,
-        horizontal=True,
-        disabled=disabled,
-        key="model_source",
+    sources = MODEL_SOURCES if allow_upload else MODEL_SOURCES[:2]
+    source = (
+        st.radio(
+            "Where the base model comes from",
+            sources,
+            horizontal=True,
+            disabled=disabled,
+            key="model_source",
+        )
+        if allow_change
+        else None
     )
-    if source == MODEL_SOURCES[0]:
+    if source is None:
+        pass
+    elif source == MODEL_SOURCES[0]:
         if st.button("Use the bundled digits CNN", disabled=disabled, key="use_bundled_model"):
             request = ModelRequest("bundled")
     elif source == MODEL_SOURCES[1]:
@@ -398,10 +409,11 @@ def _render_data_source(
     csv_columns_of: Any,
     *,
     disabled: bool,
+    allow_upload: bool = True,
 ) -> DataRequest | None:
     source = st.radio(
-        "Where the data comes from", DATA_SOURCES, horizontal=True, disabled=disabled,
-        key="data_source",
+        "Where the data comes from", DATA_SOURCES if allow_upload else DATA_SOURCES[:2],
+        horizontal=True, disabled=disabled, key="data_source",
     )  # fmt: skip
     if source == DATA_SOURCES[0]:
         keys = list(bundled)
@@ -475,6 +487,8 @@ def render_data_step(
     notes: Sequence[str],
     csv_columns_of: Any,
     disabled: bool,
+    allow_change: bool = True,
+    allow_upload: bool = True,
 ) -> tuple[DataRequest | None, float]:
     """Renders the data source picker, the dataset's numbers, class balance and samples.
 
@@ -486,12 +500,23 @@ def render_data_step(
         notes: Notes from loading the dataset (skipped files, dropped rows...).
         csv_columns_of: Function returning a CSV's column names (for the label picker).
         disabled: True while training runs.
+        allow_change: False when an instructor's link hides the data choice.
+        allow_upload: False when an instructor's link hides uploads.
 
     Returns:
         `(request, validation_fraction)`: what the user asked (or None) and the split.
     """
-    request = _render_data_source(
-        bundled, keras_datasets, dataset.name, csv_columns_of, disabled=disabled
+    request = (
+        _render_data_source(
+            bundled,
+            keras_datasets,
+            dataset.name,
+            csv_columns_of,
+            disabled=disabled,
+            allow_upload=allow_upload,
+        )
+        if allow_change
+        else None
     )
     st.markdown(f"**In use: {escape_markdown(dataset.title)}**")
     st.caption(escape_markdown(dataset.description))
@@ -546,40 +571,52 @@ def render_data_step(
 
 # -------------------------------------------------------------------------- 4 Train
 def render_training_controls(
-    defaults: TrainingConfig, *, training: bool, validation_fraction: float
+    defaults: TrainingConfig,
+    *,
+    training: bool,
+    validation_fraction: float,
+    show_settings: bool = True,
 ) -> TrainIntent:
     """Renders the training settings and the Start / Stop buttons.
 
     Args:
-        defaults: Settings to show first.
+        defaults: Settings to show first (the app's, an instructor link's, a restored one's).
         training: Whether a run is in progress (Start disabled, Stop enabled).
         validation_fraction: From the data step.
+        show_settings: False when an instructor's link hides the settings (defaults are used).
 
     Returns:
         A `TrainIntent`.
     """
-    epochs = st.number_input(
-        "Epochs", min_value=1, max_value=200, value=defaults.epochs, disabled=training
-    )
-    learning_rate = st.select_slider(
-        "Learning rate",
-        options=LEARNING_RATES,
-        value=defaults.learning_rate if defaults.learning_rate in LEARNING_RATES else 1e-2,
-        format_func=lambda value: f"{value:g}",
-        disabled=training,
-        help="About 1e-2 to train a new head; 1e-4 or lower to fine-tune a pretrained base.",
-    )
-    left, right = st.columns(2)
-    batch_size = left.selectbox(
-        "Batch size",
-        BATCH_SIZES,
-        index=BATCH_SIZES.index(defaults.batch_size) if defaults.batch_size in BATCH_SIZES else 1,
-        disabled=training,
-    )
-    optimizers = sorted(OPTIMIZERS)
-    optimizer = right.selectbox(
-        "Optimizer", optimizers, index=optimizers.index(defaults.optimizer), disabled=training
-    )
+    if show_settings:
+        epochs = st.number_input(
+            "Epochs", min_value=1, max_value=200, value=defaults.epochs, disabled=training
+        )
+        rates = sorted({*LEARNING_RATES, defaults.learning_rate})
+        learning_rate = st.select_slider(
+            "Learning rate",
+            options=rates,
+            value=defaults.learning_rate,
+            format_func=lambda value: f"{value:g}",
+            disabled=training,
+            help="About 1e-2 to train a new head; 1e-4 or lower to fine-tune a pretrained base.",
+        )
+        left, right = st.columns(2)
+        sizes = sorted({*BATCH_SIZES, defaults.batch_size})
+        batch_size = left.selectbox(
+            "Batch size", sizes, index=sizes.index(defaults.batch_size), disabled=training
+        )
+        optimizers = sorted(OPTIMIZERS)
+        optimizer = right.selectbox(
+            "Optimizer", optimizers, index=optimizers.index(defaults.optimizer), disabled=training
+        )
+    else:
+        epochs, learning_rate = defaults.epochs, defaults.learning_rate
+        batch_size, optimizer = defaults.batch_size, defaults.optimizer
+        st.caption(
+            f"Settings chosen by the instructor: {epochs} epochs, learning rate "
+            f"{learning_rate:g}, batch {batch_size}, {optimizer}."
+        )
     config: TrainingConfig | None
     try:
         config = TrainingConfig(

@@ -32,7 +32,7 @@ def go(page: Page, tab: str) -> None:
 
 
 def set_epochs(page: Page, epochs: int) -> None:
-    field = page.get_by_label("Epochs")
+    field = page.get_by_label("Epochs", exact=True)
     field.fill(str(epochs))
     field.press("Enter")
     wait_for_app(page)
@@ -138,7 +138,7 @@ def test_stop_during_training_keeps_results_and_a_new_start_works(page: Page, ap
     set_epochs(page, 100)
     go(page, "4 · Train")
     page.get_by_role("button", name="▶ Train").click()
-    expect(page.get_by_text(re.compile(r"Epoch 2/100"))).to_be_visible(timeout=90_000)
+    expect(page.get_by_text(re.compile(r"Epoch \d+/100 · batch"))).to_be_visible(timeout=90_000)
     shown = page.locator("[data-testid=stProgress]").first.inner_text()
     epochs_seen = int(re.search(r"Epoch (\d+)/100", shown).group(1))
     page.get_by_role("button", name="■ Stop").click()
@@ -195,7 +195,8 @@ def test_bad_uploads_show_a_clear_message_and_the_page_keeps_working(page: Page,
             image = io.BytesIO()
             Image.new("RGB", (8, 8), (index * 40, 0, 0)).save(image, format="PNG")
             archive.writestr(f"cats/{index}.png", image.getvalue())
-    page.locator("[data-testid=stFileUploaderDropzoneInput]").last.set_input_files(
+    data_tab = page.get_by_role("tabpanel", name="3 · Data")
+    data_tab.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(
         files=[{"name": "one.zip", "mimeType": "application/zip", "buffer": buffer.getvalue()}]
     )
     wait_for_app(page)

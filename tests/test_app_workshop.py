@@ -1,0 +1,76 @@
+"""AppTest checks of the workshop features: instructor links, Export (code, config restore)."""
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from models.export import run_config, run_config_bytes
+from models.training import TrainingConfig
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+BASE = "transfer_model/feature_extractor"
+
+
+def app_with_link(**params: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    for key, value in params.items():
+        at.query_params[key] = value
+    return at.run()
+
+
+def test_an_instructor_link_sets_up_the_room_and_hides_controls():
+    at = app_with_link(
+        data="shapes", freeze="base", epochs="2", lr="0.003", hide="model,settings",
+        title="Room 1", opt="adamax",
+    )  # fmt: skip
+    assert not at.exception
+    workspace = at.session_state["workspace"]
+    assert workspace.dataset.name == "shapes"
+    assert not workspace.tree.node(BASE).trainable
+    assert any(h.value == "Room 1" for h in at.header)
+    assert any("opt" in w.value and "adamax" in w.value for w in at.warning)
+    radios = [r.key for r in at.radio]
+    assert "model_source" not in radios and "data_source" in radios
+    assert not at.sidebar.number_input  # settings hidden: the instructor's are used
+    assert any("2 epochs" in c.value and "0.003" in c.value for c in at.sidebar.caption)
+
+
+def test_without_a_link_nothing_is_hidden_and_no_notice_shows():
+    at = app_with_link()
+    assert not at.warning
+    assert {"model_source", "data_source"} <= {r.key for r in at.radio}
+
+
+def test_export_shows_runnable_code_and_restores_an_uploaded_config():
+    at = app_with_link()
+    workspace = at.session_state["workspace"]
+    code = next(c.value for c in at.code if "import keras" in c.value)
+    assert "compile(" in code and "fit(" in code
+    workspace.bulk_action("freeze_base")
+    plan = workspace.tree.frozen_paths()
+    config = run_config(
+        workspace.template,
+        "digits_5_9",
+        "digits",
+        plan,
+        TrainingConfig(epochs=4, learning_rate=3e-3),
+    )
+    workspace.bulk_action("unfreeze_all")
+    at.run()
+    at.file_uploader(key="config_upload").set_value(
+        ("plan.json", run_config_bytes(config), "application/json")
+    ).run()
+    assert not at.exception
+    assert workspace.tree.frozen_paths() == plan
+    assert at.session_state["training_defaults"].epochs == 4
+    assert at.sidebar.number_input[0].value == 4
+
+
+def test_a_broken_config_upload_is_explained():
+    at = app_with_link()
+    at.file_uploader(key="config_upload").set_value(
+        ("plan.json", b"{not json", "application/json")
+    ).run()
+    assert not at.exception
+    assert at.error and "JSON" in " ".join(e.value for e in at.error)
+    assert at.session_state["workspace"].tree.frozen_paths() == frozenset()
