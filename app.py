@@ -24,6 +24,7 @@ from components.panels import (
     render_model_step,
     render_progress,
     render_run_summary,
+    render_stored_runs,
     render_totals,
     render_training_controls,
     show_error,
@@ -38,9 +39,16 @@ from models.datasets import (
     ImageDataset,
     load_bundled_dataset,
 )
-from models.export import parse_run_config, plan_from_config
+from models.export import parse_run_config, plan_from_config, run_config
 from models.keras_datasets import KERAS_DATASETS, load_keras_dataset
 from models.presets import Preset, parse_query, resolve_frozen_paths
+from models.run_store import (
+    SESSION_QUERY_PARAMETER,
+    RunStore,
+    StoredRun,
+    is_valid_session_id,
+    new_session_id,
+)
 from models.training import TrainingConfig, TrainingSlots
 from models.tree import LayerTree
 from models.upload_data import (
@@ -102,6 +110,12 @@ def training_slots() -> TrainingSlots:
     return TrainingSlots(int(configured) if configured.isdigit() and int(configured) > 0 else None)
 
 
+@st.cache_resource
+def run_store() -> RunStore:
+    """Finished runs on disk (FREEZELAB_RUNS_DIR, default ./runs), pruned by size."""
+    return RunStore()
+
+
 # ------------------------------------------------------------------------ per session
 def workspace() -> Workspace:
     """This session's own model copy, plan and runs (created on first use, from the link)."""
@@ -110,7 +124,57 @@ def workspace() -> Workspace:
             cached_template(DEFAULT_MODEL), cached_dataset(DEFAULT_DATASET), slots=training_slots()
         )
         apply_preset(st.session_state.workspace)
+        restore_stored_runs(st.session_state.workspace)
     return st.session_state.workspace
+
+
+def session_id() -> str:
+    """The id in the URL that keys this browser's runs on disk (created when missing)."""
+    current = st.query_params.get(SESSION_QUERY_PARAMETER)
+    if not current or not is_valid_session_id(current):
+        current = new_session_id()
+        st.query_params[SESSION_QUERY_PARAMETER] = current
+    return current
+
+
+def restore_stored_runs(current: Workspace) -> None:
+    """After a refresh or reconnect: the runs this URL's session finished earlier."""
+    try:
+        stored, notices = run_store().load(session_id())
+    except (OSError, ValueError) as error:
+        stored, notices = [], [f"Earlier runs could not be read: {error}"]
+    st.session_state.stored_runs = stored
+    st.session_state.saved_run_ids = {run.run_id for run in stored}
+    if stored:
+        current.continue_run_ids_after(max(run.run_id for run in stored))
+    if notices:
+        notify(" ".join(notices))
+
+
+def save_finished_runs(current: Workspace) -> None:
+    """Keeps every run that has ended on disk once, so a refresh does not lose it."""
+    saved: set[int] = st.session_state.setdefault("saved_run_ids", set())
+    for run in current.runs:
+        if run.run_id in saved or not run.job.progress().done:
+            continue
+        saved.add(run.run_id)
+        try:
+            record = StoredRun.from_run(
+                run,
+                run_config(
+                    current.template,
+                    current.dataset.name,
+                    run.dataset_title,
+                    run.frozen_paths,
+                    run.config,
+                    run.counts,
+                    run_id=run.run_id,
+                ),
+            )
+            run_store().save(session_id(), record)
+            run_store().prune(keep=session_id())
+        except (OSError, ValueError, TypeError) as error:
+            LOGGER.warning("Could not keep run %s on disk: %s", run.run_id, error)
 
 
 def apply_preset(current: Workspace) -> None:
@@ -264,6 +328,11 @@ def handle_restore(current: Workspace, data: bytes) -> None:
         st.session_state.export_error = str(error)
 
 
+def live_ids(current: Workspace) -> set[int]:
+    """Run ids of the runs held in memory (the rest are only on disk)."""
+    return {run.run_id for run in current.runs}
+
+
 def live_or_static(function, live: bool, every: float = REFRESH_SECONDS) -> None:
     """Runs `function` as an auto-refreshing fragment while training, else once."""
     if live:
@@ -297,6 +366,7 @@ def main() -> None:
     st.session_state.setdefault("notice", None)
     current = workspace()
     training = current.is_training
+    save_finished_runs(current)
     link = preset()
     if link.title:
         st.header(link.title, anchor=False)
@@ -436,6 +506,13 @@ def main() -> None:
 
     with compare_tab:
         render_comparison(current.runs, disabled=training)
+        render_stored_runs(
+            [
+                r
+                for r in st.session_state.get("stored_runs", [])
+                if r.run_id not in live_ids(current)
+            ]
+        )
     with export_tab:
         if st.session_state.get("export_error"):
             show_error(st.session_state.pop("export_error"))

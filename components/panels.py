@@ -872,3 +872,53 @@ def render_comparison(runs: Sequence[Run], *, disabled: bool) -> None:
         width="stretch",
         key="compare_drift",
     )
+
+
+def render_stored_runs(stored: Sequence[Any]) -> None:
+    """Shows runs kept on disk from earlier visits of this URL (after a refresh or reconnect).
+
+    Args:
+        stored: `models.run_store.StoredRun` records not held in memory any more.
+    """
+    if not stored:
+        return
+    st.subheader("Runs kept from earlier visits")
+    st.caption(
+        "Finished runs are saved on this server under the `session` id in the page address, so "
+        "a refresh or reconnect keeps them. Old sessions are pruned when the folder grows."
+    )
+    rows = []
+    for record in stored:
+        last = {key: (values[-1] if values else None) for key, values in record.history.items()}
+        verification = record.verification
+        rows.append(
+            {
+                "Run": record.label,
+                "Model": record.model_title,
+                "Data": record.dataset_title,
+                "State": record.state,
+                "Trainable params": record.counts.trainable,
+                "Total params": record.counts.total,
+                "Validation accuracy": last.get("val_accuracy"),
+                "Frozen layers unchanged": None
+                if verification is None
+                else verification.all_unchanged,
+            }
+        )
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    st.plotly_chart(
+        comparison_curves_figure({record.label: record.history for record in stored}),
+        width="stretch",
+        key="stored_curves",
+    )
+    st.plotly_chart(
+        comparison_drift_figure(
+            {
+                record.label: final_drift_table(record.drift, layer_order=list(record.layer_order))
+                for record in stored
+            },
+            layer_order=list(stored[-1].layer_order),
+        ),
+        width="stretch",
+        key="stored_drift",
+    )

@@ -356,6 +356,12 @@ class Workspace:
             job.run()
         return run
 
+    def continue_run_ids_after(self, last_run_id: int) -> None:
+        """Numbers the next runs after `last_run_id` (runs restored from disk keep theirs)."""
+        with self._lock:
+            current = self.runs[-1].run_id if self.runs else 0
+            self._run_ids = itertools.count(max(current, int(last_run_id)) + 1)
+
     def stop(self) -> None:
         """Asks the running job, if any, to stop after its current batch."""
         run = self.latest_run

@@ -1,9 +1,12 @@
 """Shared pytest set-up: quiet TensorFlow, fixed seeds, no network."""
 
 import os
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# Runs the app keeps on disk go to a throw-away folder, never into the checkout.
+os.environ.setdefault("FREEZELAB_RUNS_DIR", tempfile.mkdtemp(prefix="freezelab-test-runs-"))
 
 import keras
 import pytest

@@ -74,3 +74,23 @@ def test_a_broken_config_upload_is_explained():
     assert not at.exception
     assert at.error and "JSON" in " ".join(e.value for e in at.error)
     assert at.session_state["workspace"].tree.frozen_paths() == frozenset()
+
+
+def test_finished_runs_survive_a_refresh_through_the_session_id_in_the_url():
+    first = app_with_link()
+    session = first.query_params["session"]
+    session = session[0] if isinstance(session, list) else session
+    workspace = first.session_state["workspace"]
+    workspace.bulk_action("freeze_base")
+    workspace.start_run(TrainingConfig(epochs=1), background=False)
+    first.run()  # the rerun after the run ends keeps it on disk
+    again = app_with_link(session=session)  # a refresh: a new browser session, same URL
+    assert not again.exception
+    assert any(s.value == "Runs kept from earlier visits" for s in again.subheader)
+    stored = again.session_state["stored_runs"]
+    assert [run.run_id for run in stored] == [1]
+    assert stored[0].verification.all_unchanged
+    run = again.session_state["workspace"].start_run(TrainingConfig(epochs=1), background=False)
+    assert run.run_id == 2  # numbering continues after the restored runs
+    other = app_with_link(session="../../etc")
+    assert other.session_state["stored_runs"] == []
