@@ -2,6 +2,7 @@
 
 import os
 import tempfile
+import urllib.error
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -10,6 +11,26 @@ os.environ.setdefault("FREEZELAB_RUNS_DIR", tempfile.mkdtemp(prefix="freezelab-t
 
 import keras
 import pytest
+
+
+def _no_network(*args, **kwargs):
+    raise urllib.error.URLError("network disabled in tests")
+
+
+@pytest.fixture
+def offline_keras_home(tmp_path, monkeypatch):
+    """An empty Keras cache in tmp_path and no network at all (downloads fail at once).
+
+    Code that downloads (ImageNet weights, keras.datasets) is tested through this: its failure
+    path, and its cache path by writing files into the returned folder.
+    """
+    home = tmp_path / "keras_home"
+    home.mkdir()
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    monkeypatch.setattr("keras.src.backend.config._KERAS_DIR", str(home))
+    monkeypatch.setattr(keras.utils, "get_file", _no_network)
+    monkeypatch.setattr("keras.src.utils.file_utils.urlretrieve", _no_network)
+    return home
 
 
 @pytest.fixture(autouse=True)

@@ -13,19 +13,10 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+pytestmark = pytest.mark.usefixtures("offline_keras_home")
+
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
-
-
-@pytest.fixture(autouse=True)
-def offline_keras_home(tmp_path, monkeypatch):
-    """An empty Keras cache and no downloads: every default must work offline."""
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
-
-    def no_network(*args, **kwargs):
-        raise OSError("network is unreachable (blocked in tests)")
-
-    monkeypatch.setattr(keras.utils, "get_file", no_network)
 
 
 @pytest.fixture

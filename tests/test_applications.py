@@ -1,7 +1,6 @@
 """Tests for models/applications.py, ImagenetPreprocessing and the catalogue: offline only."""
 
 import shutil
-import urllib.error
 import warnings
 
 import keras
@@ -32,21 +31,7 @@ from models.transfer import build_transfer_model
 from models.tree import LayerTree
 from models.workspace import ModelTemplate, Workspace
 
-
-def _no_network(*args, **kwargs):
-    raise urllib.error.URLError("network disabled in tests")
-
-
-@pytest.fixture(autouse=True)
-def offline_keras_home(tmp_path, monkeypatch):
-    """Every test runs with an empty Keras cache in tmp_path and no network at all."""
-    home = tmp_path / "keras_home"
-    home.mkdir()
-    monkeypatch.setenv("KERAS_HOME", str(home))
-    monkeypatch.setattr("keras.src.backend.config._KERAS_DIR", str(home))
-    monkeypatch.setattr(keras.utils, "get_file", _no_network)
-    monkeypatch.setattr("keras.src.utils.file_utils.urlretrieve", _no_network)
-    return home
+pytestmark = pytest.mark.usefixtures("offline_keras_home")
 
 
 def save_as_keras_weights_file(model, path):

@@ -3,7 +3,6 @@
 import io
 import json
 import stat
-import urllib.error
 import warnings
 import zipfile
 
@@ -35,21 +34,7 @@ from models.upload_model import (
 )
 from models.workspace import Workspace
 
-
-def _no_network(*args, **kwargs):
-    raise urllib.error.URLError("network disabled in tests")
-
-
-@pytest.fixture(autouse=True)
-def offline_keras_home(tmp_path, monkeypatch):
-    """Every test runs with an empty Keras cache in tmp_path and no network at all."""
-    home = tmp_path / "keras_home"
-    home.mkdir()
-    monkeypatch.setenv("KERAS_HOME", str(home))
-    monkeypatch.setattr("keras.src.backend.config._KERAS_DIR", str(home))
-    monkeypatch.setattr(keras.utils, "get_file", _no_network)
-    monkeypatch.setattr("keras.src.utils.file_utils.urlretrieve", _no_network)
-    return home
+pytestmark = pytest.mark.usefixtures("offline_keras_home")
 
 
 def tiny_classifier(name="tiny"):
