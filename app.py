@@ -407,7 +407,11 @@ def main() -> None:
             config = replace(config, batch_size=fit.batch_size)
             st.session_state.notice = fit.message
         try:
-            current.start_run(with_drift_resolution(config, current.dataset.num_samples))
+            config = with_drift_resolution(config, current.dataset.num_samples)
+            if intent.phases:
+                current.start_schedule(intent.phases, config)
+            else:
+                current.start_run(config)
         except (ValueError, RuntimeError) as error:
             show_error(f"Training could not start: {error}")
         else:
@@ -485,7 +489,12 @@ def main() -> None:
             def train_view() -> None:
                 run = current.latest_run
                 render_run_summary(run)
-                render_progress(run.job.progress(), key=f"run{run.run_id}_curves")
+                boundaries = (
+                    run.job.phase_boundaries() if hasattr(run.job, "phase_boundaries") else None
+                )
+                render_progress(
+                    run.job.progress(), key=f"run{run.run_id}_curves", boundaries=boundaries
+                )
                 rerun_when_run_ends(current)
 
             live_or_static(train_view, training)

@@ -25,6 +25,7 @@ from components.figures import (
 )
 from models.datasets import train_validation_split
 from models.drift import VerificationResult
+from models.schedule import two_phase_schedule
 from models.training import OPTIMIZERS, JobState, TrainingConfig, TrainingProgress
 from models.tree import LayerNode, ParameterCounts
 from models.workspace import ModelTemplate, Run
@@ -51,11 +52,13 @@ class TrainIntent:
         config: The settings from the controls (None when they are invalid).
         start: Start was clicked.
         stop: Stop was clicked.
+        phases: A two-phase schedule (feature extraction, then fine-tuning), or None.
     """
 
     config: TrainingConfig | None
     start: bool = False
     stop: bool = False
+    phases: tuple | None = None
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -631,6 +634,36 @@ def render_training_controls(
     except (TypeError, ValueError) as error:
         st.error(str(error))
         config = None
+    phases = None
+    if show_settings:
+        mode = st.radio(
+            "Schedule",
+            ("One run", "Two phases"),
+            horizontal=True,
+            disabled=training,
+            key="schedule_mode",
+            help="Two phases: train the head on a frozen base, then fine-tune with a low "
+            "learning rate (each phase recompiled; charts mark where phase 2 starts).",
+        )
+        if mode == "Two phases":
+            fine_epochs = st.number_input(
+                "Fine-tuning epochs", min_value=1, max_value=200, value=2, disabled=training,
+                key="fine_tune_epochs",
+            )  # fmt: skip
+            fine_rate = st.select_slider(
+                "Fine-tuning learning rate", options=LEARNING_RATES, value=1e-4,
+                format_func=lambda value: f"{value:g}", disabled=training, key="fine_tune_rate",
+            )  # fmt: skip
+            top = st.number_input(
+                "Unfreeze the top N layers of the base (0 = all)", min_value=0, max_value=500,
+                value=0, disabled=training, key="fine_tune_top",
+            )  # fmt: skip
+            try:
+                phases = two_phase_schedule(
+                    int(epochs), float(learning_rate), int(fine_epochs), float(fine_rate), int(top)
+                )
+            except ValueError as error:
+                show_error(str(error))
     start_column, stop_column = st.columns(2)
     start = start_column.button(
         "▶ Train",
@@ -640,7 +673,7 @@ def render_training_controls(
         key="start_training",
     )
     stop = stop_column.button("■ Stop", disabled=not training, width="stretch", key="stop_training")
-    return TrainIntent(config=config, start=start, stop=stop)
+    return TrainIntent(config=config, start=start, stop=stop, phases=phases)
 
 
 def _format_seconds(seconds: float | None) -> str:
@@ -650,12 +683,17 @@ def _format_seconds(seconds: float | None) -> str:
     return f"{minutes}:{rest:02d}" if minutes else f"{rest} s"
 
 
-def render_progress(progress: TrainingProgress, key: str = "training_curves") -> None:
+def render_progress(
+    progress: TrainingProgress,
+    key: str = "training_curves",
+    boundaries: Sequence[tuple[str, int, int]] | None = None,
+) -> None:
     """Shows a run's progress bar, timing, message and live loss/accuracy curves.
 
     Args:
         progress: A `TrainingProgress` snapshot.
         key: Stable key of the chart, so live refreshes update it in place.
+        boundaries: `(phase name, first epoch, first step)` of a schedule's phases.
     """
     batches = progress.batches_per_epoch
     shown_epoch = min(progress.epoch + (0 if progress.done else 1), progress.epochs)
@@ -675,13 +713,16 @@ def render_progress(progress: TrainingProgress, key: str = "training_curves") ->
         st.error(progress.message)
     else:
         st.info(progress.message)
-    st.plotly_chart(
-        training_curves_figure(
-            progress.history, progress.batch_history, batches_per_epoch=progress.batches_per_epoch
-        ),
-        width="stretch",
-        key=key,
+    figure = training_curves_figure(
+        progress.history, progress.batch_history, batches_per_epoch=progress.batches_per_epoch
     )
+    for name, first_epoch, _ in boundaries or []:
+        if first_epoch > 0:
+            figure.add_vline(
+                x=first_epoch + 0.5, line_dash="dot", line_color="#888",
+                annotation_text=name, annotation_position="top left",
+            )  # fmt: skip
+    st.plotly_chart(figure, width="stretch", key=key)
 
 
 def render_execution_plan(run: Run) -> None:
@@ -740,13 +781,17 @@ def render_drift(run: Run, *, live: bool = False) -> None:
     order = run.layer_order
     prefix = f"run{run.run_id}"
     many = drift.layer_path.nunique() > MAX_LINE_LAYERS
-    st.plotly_chart(
-        drift_lines_figure(
-            drift, "weights", layer_order=order, max_layers=MAX_LINE_LAYERS if many else None
-        ),
-        width="stretch",
-        key=f"{prefix}_drift_lines",
+    lines = drift_lines_figure(
+        drift, "weights", layer_order=order, max_layers=MAX_LINE_LAYERS if many else None
     )
+    boundaries = run.job.phase_boundaries() if hasattr(run.job, "phase_boundaries") else []
+    for name, _, first_step in boundaries:
+        if first_step > 0:
+            lines.add_vline(
+                x=first_step, line_dash="dot", line_color="#888", annotation_text=name,
+                annotation_position="top left",
+            )  # fmt: skip
+    st.plotly_chart(lines, width="stretch", key=f"{prefix}_drift_lines")
     if live:
         return  # keep live refreshes light: the training thread needs the CPU more
     left, right = st.columns(2)

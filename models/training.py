@@ -324,6 +324,9 @@ class TrainingJob:
             frozen base precedes a small head); False always trains with plain `fit`; True
             requires the cached path and raises `ValueError` when it is not valid.
             `execution_plan` says which path runs and why (see `models.prefix_cache`).
+        slots: The server's `TrainingSlots`; the job waits for a free slot first.
+        recorder: A `DriftRecorder` to continue (a schedule's later phases); a new one when
+            omitted.
 
     Example:
     >>> job = TrainingJob(model, x, y, config=TrainingConfig(epochs=2))
@@ -348,6 +351,7 @@ class TrainingJob:
         loss: Any = "sparse_categorical_crossentropy",
         use_prefix_cache: bool | None = None,
         slots: TrainingSlots | None = None,
+        recorder: DriftRecorder | None = None,
     ) -> None:
         if use_prefix_cache not in (None, True, False):
             raise TypeError(
@@ -367,7 +371,10 @@ class TrainingJob:
                 f"{self.execution_plan.reason} Pass None to fall back to plain fit "
                 "automatically."
             )
-        self.recorder = DriftRecorder(self.tree, every_n_batches=self.config.drift_every_batches)
+        # A recorder passed in (a later phase of a schedule) keeps the first phase's start.
+        self.recorder = recorder or DriftRecorder(
+            self.tree, every_n_batches=self.config.drift_every_batches
+        )
         self.frozen_paths: frozenset[str] = self.tree.frozen_paths()
         self.parameter_counts: ParameterCounts = self.tree.totals()
         self._lock = threading.Lock()

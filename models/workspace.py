@@ -356,6 +356,54 @@ class Workspace:
             job.run()
         return run
 
+    def start_schedule(
+        self, phases: tuple | list, config: TrainingConfig, *, background: bool = True
+    ) -> Run:
+        """Creates a run that trains in phases (see `models.schedule`), each recompiled.
+
+        Args:
+            phases: The `Phase`s, e.g. `two_phase_schedule(...)`.
+            config: Shared settings (batch size, optimizer, split, seed, drift resolution).
+            background: True trains in a thread; False trains first.
+
+        Returns:
+            The new `Run`.
+        """
+        from models.schedule import ScheduledJob
+
+        with self._lock:
+            self._require_idle("start another run")
+            nodes = self.tree.nodes()
+            job = ScheduledJob(
+                self.model,
+                self.dataset.x,
+                self.dataset.y,
+                self.tree,
+                self.base_path,
+                phases,
+                config,
+                slots=self.slots,
+            )
+            run = Run(
+                run_id=next(self._run_ids),
+                model_title=self.template.title,
+                dataset_title=self.dataset.title,
+                config=job.config,
+                frozen_paths=job.frozen_paths,
+                counts=job.parameter_counts,
+                job=job,
+                layer_order=[node.path for node in nodes],
+                depths={node.path: node.depth for node in nodes},
+                name=" → ".join(phase.name for phase in phases),
+            )
+            self.runs.append(run)
+            del self.runs[:-MAX_RUNS_KEPT]
+        if background:
+            job.start()
+        else:
+            job.run()
+        return run
+
     def continue_run_ids_after(self, last_run_id: int) -> None:
         """Numbers the next runs after `last_run_id` (runs restored from disk keep theirs)."""
         with self._lock:

@@ -1,0 +1,263 @@
+"""Training in phases: feature extraction, then fine-tuning, or gradual unfreezing.
+
+Each phase sets its freeze plan, is compiled afresh (a `TrainingJob` always recompiles) and
+continues the same `DriftRecorder`, so drift stays relative to the very start and shows which
+layers started moving when. The verification then covers the layers frozen in every phase.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from models.drift import DriftRecorder, VerificationResult
+from models.training import JobState, TrainingConfig, TrainingJob, TrainingProgress, TrainingSlots
+from models.tree import LayerTree, ParameterCounts
+
+PHASE_PLANS = ("freeze_base", "unfreeze_all", "unfreeze_top", "keep")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One phase of a schedule.
+
+    Attributes:
+        name: Shown in charts, e.g. "feature extraction".
+        plan: "freeze_base", "unfreeze_all", "unfreeze_top" (with `num_layers`) or "keep".
+        epochs: Epochs of this phase.
+        learning_rate: Learning rate of this phase (a fresh optimizer each phase).
+        num_layers: For "unfreeze_top": how many of the base's last layers train.
+    """
+
+    name: str
+    plan: str
+    epochs: int
+    learning_rate: float
+    num_layers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.plan not in PHASE_PLANS:
+            raise ValueError(f"Unknown phase plan '{self.plan}'. Expected one of {PHASE_PLANS}.")
+        TrainingConfig(epochs=self.epochs, learning_rate=self.learning_rate)  # validates both
+
+    def apply(self, tree: LayerTree, base_path: str) -> None:
+        """Sets this phase's freeze plan on the model."""
+        if self.plan == "freeze_base":
+            tree.set_frozen(base_path, True)
+        elif self.plan == "unfreeze_all":
+            tree.unfreeze_all()
+        elif self.plan == "unfreeze_top":
+            tree.unfreeze_top(self.num_layers, base_path)
+
+
+def two_phase_schedule(
+    head_epochs: int,
+    head_learning_rate: float,
+    fine_tune_epochs: int,
+    fine_tune_learning_rate: float,
+    num_layers: int = 0,
+) -> tuple[Phase, ...]:
+    """The Keras transfer-learning recipe: train the head on a frozen base, then fine-tune.
+
+    Args:
+        head_epochs: Epochs with the base frozen.
+        head_learning_rate: Learning rate for the new head (e.g. 1e-2).
+        fine_tune_epochs: Epochs of fine-tuning.
+        fine_tune_learning_rate: A low learning rate (e.g. 1e-4).
+        num_layers: Base layers unfrozen for fine-tuning (0 unfreezes the whole base).
+
+    Returns:
+        Two `Phase`s.
+
+    Example:
+    >>> two_phase_schedule(3, 1e-2, 2, 1e-4, num_layers=4)[1].plan
+    'unfreeze_top'
+    """
+    second = (
+        Phase("fine-tuning", "unfreeze_top", fine_tune_epochs, fine_tune_learning_rate, num_layers)
+        if num_layers > 0
+        else Phase("fine-tuning", "unfreeze_all", fine_tune_epochs, fine_tune_learning_rate)
+    )
+    return (Phase("feature extraction", "freeze_base", head_epochs, head_learning_rate), second)
+
+
+class ScheduledJob:
+    """Runs phases one after the other on one model, with one drift recorder.
+
+    It offers the same reading API as `TrainingJob` (`progress`, `drift_frame`,
+    `verification`, `cancel`, `start`, `wait`), so the dashboard shows it like any run.
+
+    Args:
+        model: The model to train.
+        x: Inputs.
+        y: Integer labels.
+        tree: The model's `LayerTree`.
+        base_path: Path of the base model node (what the phases freeze and unfreeze).
+        phases: The `Phase`s, in order.
+        config: Settings shared by every phase (batch size, optimizer, split, seed, drift
+            resolution); each phase sets its own epochs and learning rate.
+        slots: The server's `TrainingSlots`, taken once for the whole schedule.
+
+    Example:
+    >>> job = ScheduledJob(model, x, y, tree, "transfer_model/feature_extractor",
+    ...                    two_phase_schedule(2, 1e-2, 2, 1e-4), TrainingConfig())
+    >>> job.run().state
+    <JobState.FINISHED: 'finished'>
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        x: np.ndarray,
+        y: np.ndarray,
+        tree: LayerTree,
+        base_path: str,
+        phases: tuple[Phase, ...] | list[Phase],
+        config: TrainingConfig,
+        slots: TrainingSlots | None = None,
+    ) -> None:
+        if not phases:
+            raise ValueError("A schedule needs at least one phase.")
+        self.model, self.x, self.y, self.tree = model, x, y, tree
+        self.base_path = base_path
+        self.phases = tuple(phases)
+        self.config = replace(config, epochs=sum(phase.epochs for phase in self.phases))
+        self.slots = slots
+        self.recorder = DriftRecorder(tree, every_n_batches=config.drift_every_batches)
+        self._base_config = config
+        self._jobs: list[TrainingJob] = []
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failure: str | None = None
+        self.frozen_paths: frozenset[str] = tree.frozen_paths()
+        self.parameter_counts: ParameterCounts = tree.totals()
+        self.phase_plans: list[tuple[str, frozenset[str], ParameterCounts]] = []
+        self._final_verification: VerificationResult | None = None
+
+    # --------------------------------------------------------------------------- running
+    @property
+    def execution_plan(self):
+        """The current (or last) phase's training path."""
+        return self._jobs[-1].execution_plan if self._jobs else None
+
+    def run(self) -> TrainingProgress:
+        """Runs every phase in the calling thread; errors end the schedule as failed."""
+        if self.slots is not None and not self.slots.acquire(self, self._cancel):
+            self._failure = "Stopped by request while waiting for a training slot."
+            return self.progress()
+        try:
+            for phase in self.phases:
+                if self._cancel.is_set():
+                    break
+                phase.apply(self.tree, self.base_path)
+                self.phase_plans.append((phase.name, self.tree.frozen_paths(), self.tree.totals()))
+                job = TrainingJob(
+                    self.model,
+                    self.x,
+                    self.y,
+                    config=replace(
+                        self._base_config, epochs=phase.epochs, learning_rate=phase.learning_rate
+                    ),
+                    tree=self.tree,
+                    recorder=self.recorder,
+                )
+                self._jobs.append(job)
+                progress = job.run()
+                if progress.state is not JobState.FINISHED:
+                    break
+        except (ValueError, TypeError, RuntimeError) as error:
+            self._failure = f"The schedule could not continue: {error}"
+        finally:
+            if self.slots is not None:
+                self.slots.release()
+            if self.recorder.started:
+                self._final_verification = self.recorder.verify()
+        return self.progress()
+
+    def start(self) -> None:
+        """Runs the schedule in a background thread."""
+        self._thread = threading.Thread(target=self.run, name="freezelab-schedule", daemon=True)
+        self._thread.start()
+
+    def cancel(self) -> None:
+        """Stops the current phase after its batch and skips the rest."""
+        self._cancel.set()
+        for job in self._jobs:
+            job.cancel()
+
+    def wait(self, timeout: float | None = None) -> TrainingProgress:
+        """Waits for a started schedule to end."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.progress()
+
+    # --------------------------------------------------------------------------- reading
+    def phase_boundaries(self) -> list[tuple[str, int, int]]:
+        """`(phase name, first epoch, first drift step)` of every phase that started."""
+        boundaries, epochs, steps = [], 0, 0
+        for phase, job in zip(self.phases, self._jobs, strict=False):
+            boundaries.append((phase.name, epochs, steps))
+            progress = job.progress()
+            epochs += progress.epoch
+            steps += progress.epoch * (progress.batches_per_epoch or 0)
+        return boundaries
+
+    def progress(self) -> TrainingProgress:
+        """Merged progress of the phases so far (epochs counted over the whole schedule)."""
+        history: dict[str, list[float]] = {}
+        batch_history: dict[str, list[float]] = {}
+        epochs_done, elapsed, steps_before = 0, 0.0, 0
+        current = None
+        for job in self._jobs:
+            current = job.progress()
+            for key, values in current.history.items():
+                history.setdefault(key, []).extend(values)
+            for key, values in current.batch_history.items():
+                shifted = [value + steps_before for value in values] if key == "step" else values
+                batch_history.setdefault(key, []).extend(shifted)
+            epochs_done += current.epoch
+            elapsed += current.elapsed_seconds
+            steps_before += current.epoch * (current.batches_per_epoch or 0)
+        phase_index = len(self._jobs)
+        all_done = self._thread is None or not self._thread.is_alive()
+        if current is None:
+            state, message = JobState.PENDING, "Waiting to start the first phase."
+        elif self._failure:
+            state, message = JobState.FAILED, self._failure
+        elif current.state in (JobState.FAILED, JobState.CANCELLED):
+            state, message = current.state, f"Phase {phase_index}: {current.message}"
+        elif current.done and phase_index == len(self.phases) and all_done:
+            state = JobState.FINISHED
+            message = f"Finished {len(self.phases)} phases, {epochs_done} epochs."
+        else:
+            state = JobState.RUNNING
+            name = self.phases[phase_index - 1].name
+            message = f"Phase {phase_index} of {len(self.phases)} ({name}): {current.message}"
+        if self._failure and current is None:
+            state = JobState.CANCELLED if "Stopped" in self._failure else JobState.FAILED
+        return TrainingProgress(
+            state=state,
+            epoch=epochs_done,
+            epochs=self.config.epochs,
+            batch=current.batch if current else 0,
+            batches_per_epoch=current.batches_per_epoch if current else None,
+            history=history,
+            batch_history=batch_history,
+            message=message,
+            elapsed_seconds=elapsed,
+            eta_seconds=current.eta_seconds if current else None,
+        )
+
+    def drift_frame(self) -> pd.DataFrame:
+        """Drift since the very start, across all phases."""
+        return self.recorder.frame()
+
+    def verification(self) -> VerificationResult:
+        """Bitwise check of the layers frozen in every phase (taken when the schedule ended)."""
+        if self._final_verification is not None and self.progress().done:
+            return self._final_verification
+        return self.recorder.verify()
