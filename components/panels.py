@@ -25,7 +25,7 @@ from components.figures import (
 )
 from models.datasets import train_validation_split
 from models.drift import VerificationResult
-from models.schedule import two_phase_schedule
+from models.schedule import gradual_schedule, two_phase_schedule
 from models.training import OPTIMIZERS, JobState, TrainingConfig, TrainingProgress
 from models.tree import LayerNode, ParameterCounts
 from models.workspace import ModelTemplate, Run
@@ -638,30 +638,48 @@ def render_training_controls(
     if show_settings:
         mode = st.radio(
             "Schedule",
-            ("One run", "Two phases"),
+            ("One run", "Two phases", "Gradual unfreezing"),
             horizontal=True,
             disabled=training,
             key="schedule_mode",
             help="Two phases: train the head on a frozen base, then fine-tune with a low "
             "learning rate (each phase recompiled; charts mark where phase 2 starts).",
         )
-        if mode == "Two phases":
+        if mode != "One run":
             fine_epochs = st.number_input(
-                "Fine-tuning epochs", min_value=1, max_value=200, value=2, disabled=training,
-                key="fine_tune_epochs",
+                "Fine-tuning epochs" if mode == "Two phases" else "Epochs per unfreezing step",
+                min_value=1, max_value=200, value=2 if mode == "Two phases" else 1,
+                disabled=training, key=f"fine_tune_epochs_{mode}",
             )  # fmt: skip
             fine_rate = st.select_slider(
                 "Fine-tuning learning rate", options=LEARNING_RATES, value=1e-4,
                 format_func=lambda value: f"{value:g}", disabled=training, key="fine_tune_rate",
             )  # fmt: skip
-            top = st.number_input(
-                "Unfreeze the top N layers of the base (0 = all)", min_value=0, max_value=500,
-                value=0, disabled=training, key="fine_tune_top",
-            )  # fmt: skip
+            if mode == "Two phases":
+                top = st.number_input(
+                    "Unfreeze the top N layers of the base (0 = all)", min_value=0,
+                    max_value=500, value=0, disabled=training, key="fine_tune_top",
+                )  # fmt: skip
+            else:
+                steps = st.number_input(
+                    "Unfreezing steps", min_value=1, max_value=20, value=3, disabled=training,
+                    key="gradual_steps",
+                )  # fmt: skip
+                block = st.number_input(
+                    "Base layers added per step (top first)", min_value=1, max_value=500,
+                    value=3, disabled=training, key="gradual_block",
+                )  # fmt: skip
             try:
-                phases = two_phase_schedule(
-                    int(epochs), float(learning_rate), int(fine_epochs), float(fine_rate), int(top)
-                )
+                if mode == "Two phases":
+                    phases = two_phase_schedule(
+                        int(epochs), float(learning_rate), int(fine_epochs), float(fine_rate),
+                        int(top),
+                    )  # fmt: skip
+                else:
+                    phases = gradual_schedule(
+                        int(epochs), float(learning_rate), int(steps), int(block),
+                        int(fine_epochs), float(fine_rate),
+                    )  # fmt: skip
             except ValueError as error:
                 show_error(str(error))
     start_column, stop_column = st.columns(2)

@@ -30,7 +30,15 @@ from models.datasets import (
     train_validation_split,
 )
 from models.drift import DriftRecorder, VerificationResult, verify_frozen_unchanged
-from models.training import JobState, TrainingConfig, TrainingJob, TrainingProgress
+from models.prefix_cache import ExecutionPlan, plan_prefix_cache
+from models.schedule import Phase, ScheduledJob, gradual_schedule, two_phase_schedule
+from models.training import (
+    JobState,
+    TrainingConfig,
+    TrainingJob,
+    TrainingProgress,
+    TrainingSlots,
+)
 from models.transfer import build_transfer_model, cut_base
 from models.tree import LayerNode, LayerTree, ParameterCounts, set_trainable
 
@@ -38,25 +46,32 @@ __all__ = [
     "BUNDLED_DATASETS",
     "DEFAULT_DATASET",
     "DriftRecorder",
+    "ExecutionPlan",
     "ImageDataset",
     "JobState",
     "LayerNode",
     "LayerTree",
     "ParameterCounts",
+    "Phase",
+    "ScheduledJob",
     "TrainingConfig",
     "TrainingJob",
     "TrainingProgress",
+    "TrainingSlots",
     "VerificationResult",
     "build_default_transfer_model",
     "build_transfer_model",
     "cut_base",
     "generate_shapes",
+    "gradual_schedule",
     "load_bundled_base",
     "load_bundled_dataset",
     "load_bundled_metadata",
     "load_bundled_model",
     "load_digits_task",
+    "plan_prefix_cache",
     "set_trainable",
     "train_validation_split",
+    "two_phase_schedule",
     "verify_frozen_unchanged",
 ]

@@ -85,6 +85,54 @@ def two_phase_schedule(
     return (Phase("feature extraction", "freeze_base", head_epochs, head_learning_rate), second)
 
 
+def gradual_schedule(
+    head_epochs: int,
+    head_learning_rate: float,
+    num_steps: int,
+    layers_per_step: int,
+    epochs_per_step: int,
+    fine_tune_learning_rate: float,
+) -> tuple[Phase, ...]:
+    """Gradual unfreezing: train the head, then unfreeze the base from the top, block by block.
+
+    Args:
+        head_epochs: Epochs with the base frozen.
+        head_learning_rate: Learning rate for the new head.
+        num_steps: Unfreezing steps after the head phase (1 to 20).
+        layers_per_step: Base layers added at each step (the top ones first).
+        epochs_per_step: Epochs of each unfreezing step.
+        fine_tune_learning_rate: A low learning rate for the unfreezing steps.
+
+    Returns:
+        `1 + num_steps` phases; step i trains the top `i * layers_per_step` base layers.
+
+    Example:
+    >>> [p.num_layers for p in gradual_schedule(2, 1e-2, 3, 2, 1, 1e-4)]
+    [0, 2, 4, 6]
+    """
+    for name, value, low, high in (
+        ("num_steps", num_steps, 1, 20),
+        ("layers_per_step", layers_per_step, 1, 10_000),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(
+                f"`{name}` must be a whole number from {low} to {high}, got {value!r}."
+            )
+    phases = [Phase("feature extraction", "freeze_base", head_epochs, head_learning_rate)]
+    for step in range(1, num_steps + 1):
+        count = step * layers_per_step
+        phases.append(
+            Phase(
+                f"unfreeze top {count}",
+                "unfreeze_top",
+                epochs_per_step,
+                fine_tune_learning_rate,
+                count,
+            )
+        )
+    return tuple(phases)
+
+
 class ScheduledJob:
     """Runs phases one after the other on one model, with one drift recorder.
 

@@ -100,7 +100,7 @@ def test_a_two_phase_schedule_runs_from_the_sidebar_and_marks_the_phase_boundary
     at = app_with_link()
     at.sidebar.number_input[0].set_value(1).run()
     at.radio(key="schedule_mode").set_value("Two phases").run()
-    at.number_input(key="fine_tune_epochs").set_value(1).run()
+    at.number_input(key="fine_tune_epochs_Two phases").set_value(1).run()
     next(b for b in at.button if b.label == "▶ Train").click().run()
     run = at.session_state["workspace"].latest_run
     assert run.job.wait(120).state.value == "finished", run.job.progress().message
@@ -110,3 +110,18 @@ def test_a_two_phase_schedule_runs_from_the_sidebar_and_marks_the_phase_boundary
     assert [name for name, _, _ in run.job.phase_plans] == ["feature extraction", "fine-tuning"]
     assert any("Finished 2 phases" in s.value for s in at.success)
     assert run.job.verification().num_checked == 0  # the whole base trained in phase 2
+
+
+def test_gradual_unfreezing_runs_from_the_sidebar():
+    at = app_with_link()
+    at.sidebar.number_input[0].set_value(1).run()
+    at.radio(key="schedule_mode").set_value("Gradual unfreezing").run()
+    at.number_input(key="gradual_steps").set_value(2).run()
+    next(b for b in at.button if b.label == "▶ Train").click().run()
+    run = at.session_state["workspace"].latest_run
+    assert run.job.wait(120).state.value == "finished", run.job.progress().message
+    at.run()
+    assert not at.exception
+    assert [name for name, _, _ in run.job.phase_plans] == [
+        "feature extraction", "unfreeze top 3", "unfreeze top 6",
+    ]  # fmt: skip

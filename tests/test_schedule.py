@@ -62,3 +62,20 @@ def test_phase_arguments_are_checked():
         Phase("x", "melt", 1, 1e-3)
     with pytest.raises(ValueError, match="learning_rate"):
         Phase("x", "keep", 1, 0)
+
+
+def test_gradual_unfreezing_trains_more_of_the_base_at_every_step(workspace_parts):
+    from models.schedule import gradual_schedule
+
+    workspace = Workspace(*workspace_parts)
+    phases = gradual_schedule(1, 1e-2, 2, 4, 1, 1e-4)
+    run = workspace.start_schedule(phases, TrainingConfig(), background=False)
+    assert run.job.progress().state is JobState.FINISHED, run.job.progress().message
+    trainable = [counts.trainable for _, _, counts in run.job.phase_plans]
+    assert trainable[0] == 165 and trainable[0] < trainable[1] < trainable[2]
+    assert [name for name, _, _ in run.job.phase_boundaries()] == [
+        "feature extraction", "unfreeze top 4", "unfreeze top 8",
+    ]  # fmt: skip
+    assert run.job.verification().all_unchanged  # conv1 stayed frozen throughout
+    with pytest.raises(ValueError, match="num_steps"):
+        gradual_schedule(1, 1e-2, 0, 4, 1, 1e-4)
