@@ -28,6 +28,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks.common import epoch_timer_callback  # noqa: E402
+
 REPORT_PATH = Path(__file__).resolve().with_name("gpu_report.json")
 
 
@@ -56,21 +58,6 @@ def where(variable: keras.Variable) -> str:
     if hasattr(value, "devices"):  # JAX
         return ",".join(str(device) for device in value.devices())
     return str(getattr(value, "device", "unknown"))
-
-
-class EpochTimer(keras.callbacks.Callback):
-    """Records each epoch's wall-clock duration."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.durations: list[float] = []
-        self._started = 0.0
-
-    def on_epoch_begin(self, epoch, logs=None) -> None:
-        self._started = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None) -> None:
-        self.durations.append(time.perf_counter() - self._started)
 
 
 def bundled_model(fine_tune: bool):
@@ -114,7 +101,7 @@ def run_case(name: str, builder, device: str, x, y, epochs: int, cache: bool | N
             tree=tree,
             use_prefix_cache=cache,
         )
-        timer = EpochTimer()
+        timer = epoch_timer_callback()
         callbacks = job._callbacks
         job._callbacks = lambda: [*callbacks(), timer]
         started = time.perf_counter()

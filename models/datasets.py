@@ -38,6 +38,38 @@ BUNDLED_DATASETS: MappingProxyType[str, tuple[str, str]] = MappingProxyType(
 )
 
 
+def check_labels(
+    kind: str, name: str, x: np.ndarray, y: np.ndarray, class_names: tuple[str, ...]
+) -> None:
+    """Checks a labelled dataset's y against x and its class names, then makes both read-only.
+
+    Shared by `ImageDataset` and the uploads' `TabularDataset`.
+
+    Args:
+        kind: The dataset class, for messages ("ImageDataset").
+        name: The dataset's key, for messages.
+        x: Inputs, one row per sample.
+        y: Integer labels, shape (num_samples,).
+        class_names: One name per class.
+
+    Raises:
+        ValueError: Saying what was received and what is expected.
+    """
+    if y.ndim != 1 or len(y) != len(x):
+        raise ValueError(
+            f"{kind} '{name}' expects y of shape ({len(x)},) to match x; received shape {y.shape}."
+        )
+    if len(class_names) < 2:
+        raise ValueError(f"{kind} '{name}' expects at least 2 class names; received {class_names}.")
+    if len(y) and (y.min() < 0 or y.max() >= len(class_names)):
+        raise ValueError(
+            f"{kind} '{name}' expects labels in 0..{len(class_names) - 1} (one per class name); "
+            f"received labels from {y.min()} to {y.max()}."
+        )
+    x.flags.writeable = False
+    y.flags.writeable = False
+
+
 @dataclass(frozen=True, eq=False)
 class ImageDataset:
     """An in-memory image classification dataset.
@@ -76,23 +108,7 @@ class ImageDataset:
                 f"ImageDataset '{self.name}' expects x of shape (num_samples, height, width, "
                 f"channels); received an array of shape {x.shape}."
             )
-        if y.ndim != 1 or len(y) != len(x):
-            raise ValueError(
-                f"ImageDataset '{self.name}' expects y of shape ({len(x)},) to match x; "
-                f"received shape {y.shape}."
-            )
-        if len(class_names) < 2:
-            raise ValueError(
-                f"ImageDataset '{self.name}' expects at least 2 class names; received "
-                f"{class_names}."
-            )
-        if len(y) and (y.min() < 0 or y.max() >= len(class_names)):
-            raise ValueError(
-                f"ImageDataset '{self.name}' expects labels in 0..{len(class_names) - 1} "
-                f"(one per class name); received labels from {y.min()} to {y.max()}."
-            )
-        x.flags.writeable = False
-        y.flags.writeable = False
+        check_labels("ImageDataset", self.name, x, y, class_names)
         object.__setattr__(self, "x", x)
         object.__setattr__(self, "y", y)
         object.__setattr__(self, "class_names", class_names)

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from models.datasets import ImageDataset
+from models.datasets import ImageDataset, check_labels
 from models.workspace import ModelTemplate
 
 # Limits for a zip of images (all adjustable per call).
@@ -424,23 +424,7 @@ class TabularDataset:
                 f"TabularDataset '{self.name}' expects {x.shape[1]} feature names (one per "
                 f"column of x); received {len(feature_names)}."
             )
-        if y.ndim != 1 or len(y) != len(x):
-            raise ValueError(
-                f"TabularDataset '{self.name}' expects y of shape ({len(x)},) to match x; "
-                f"received shape {y.shape}."
-            )
-        if len(class_names) < 2:
-            raise ValueError(
-                f"TabularDataset '{self.name}' expects at least 2 class names; received "
-                f"{class_names}."
-            )
-        if len(y) and (y.min() < 0 or y.max() >= len(class_names)):
-            raise ValueError(
-                f"TabularDataset '{self.name}' expects labels in 0..{len(class_names) - 1}; "
-                f"received labels from {y.min()} to {y.max()}."
-            )
-        x.flags.writeable = False
-        y.flags.writeable = False
+        check_labels("TabularDataset", self.name, x, y, class_names)
         object.__setattr__(self, "x", x)
         object.__setattr__(self, "y", y)
         object.__setattr__(self, "class_names", class_names)

@@ -28,23 +28,9 @@ from streamlit.testing.v1.util import patch_config_options
 
 from components.layer_tree import frozen_plan_from_state, render_layer_tree, tree_payload
 from models.tree import LayerTree
+from tests.test_tree import small_nested_model
 
 ASSETS = Path(__file__).resolve().parents[1] / "components" / "layer_tree"
-
-
-def small_nested_model() -> keras.Sequential:
-    inner = keras.Sequential(
-        [
-            keras.Input((4,)),
-            keras.layers.Dense(3, name="a"),
-            keras.layers.BatchNormalization(name="bn"),
-            keras.layers.Dense(3, name="b"),
-        ],
-        name="inner",
-    )
-    return keras.Sequential(
-        [keras.Input((4,)), inner, keras.layers.Dense(2, name="c")], name="outer"
-    )
 
 
 # ------------------------------------------------------------------------------ tree_payload
