@@ -85,8 +85,8 @@ def main() -> None:
                 "drift_memory_bytes_per_record",
                 long["per_record_bytes"],
                 "B",
-                "scalars only (3 x 4 B per variable)",
-                per_record_same and long["per_record_bytes"] == 3 * 4 * long["model_variables"],
+                "scalars only (2 x 4 B per variable)",
+                per_record_same and long["per_record_bytes"] == 2 * 4 * long["model_variables"],
                 {"python_heap_growth_bytes_50_epochs": long["python_heap_growth_bytes"]},
             ),
         ]

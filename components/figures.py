@@ -409,6 +409,11 @@ def drift_heatmap_figure(
         .to_numpy(dtype=np.float64)
     )
     frozen = _frozen_by_path(rows)
+    if any(frozen.values()) and np.isnan(matrix).any():
+        title += (
+            f"<br><sup>{FROZEN_MARK}Frozen layers are measured at the start and at each epoch "
+            "end (blank cells between) and proven bitwise unchanged at the end</sup>"
+        )
     names = dict(zip(rows["layer_path"], rows["layer_name"], strict=True))
     depth_of = {path: int((depths or {}).get(path, path.count("/"))) for path in paths}
     shallowest = min(depth_of.values())

@@ -835,7 +835,7 @@ def render_drift(run: Run, *, live: bool = False) -> None:
     buffer = io.StringIO()
     drift.to_csv(buffer, index=False)
     st.download_button(
-        "Download drift CSV (every step)",
+        "Download drift CSV (every record)",
         buffer.getvalue(),
         file_name=f"freezelab_run{run.run_id}_drift.csv",
         mime="text/csv",

@@ -9,8 +9,16 @@ W_t the values at step t, all of a kind's variables taken together as one vector
   starts at zero) the absolute change ||W_t - W_0|| is reported instead, so 0 still means "did
   not move" and any movement is visible.
 - max_abs_change = max |W_t - W_0| over every element.
-- unchanged = W_t == W_0 elementwise at that step; `verify_frozen_unchanged` then checks the
-  frozen layers bitwise (byte for byte) at the end.
+- unchanged = W_t == W_0 elementwise at that step (max |W_t - W_0| is exactly 0 and the change
+  is finite); `verify_frozen_unchanged` then checks the frozen layers bitwise (byte for byte) at
+  the end.
+
+When drift is recorded every few batches, those batch records measure the layers that train
+(effectively trainable ones: the only ones the optimizer or a training-mode BatchNormalization
+can move); every layer, frozen ones included, is measured at the start and at every epoch end,
+and the frozen ones are proven bitwise unchanged at the end. Re-measuring a frozen base at every
+batch would cost as much as the head's training step it sits beside (more with the frozen-prefix
+cache) and tell nothing the epoch-end records and the proof do not.
 """
 
 from __future__ import annotations
@@ -76,8 +84,9 @@ class _Record:
 
     step: int
     epoch: int
-    scalars: np.ndarray  # (3, num_variables): squared change, max |change|, 1.0 if equal
+    scalars: np.ndarray  # (2, num_variables): squared change, max |change|; NaN: not measured
     frozen: np.ndarray  # (num_groups,) bool
+    measured: np.ndarray  # (num_groups,) bool: False for groups a batch record skipped
 
 
 @dataclass(frozen=True)
@@ -167,30 +176,40 @@ def _as_bits(array: np.ndarray) -> np.ndarray:
 def _drift_scalars(current_values: Sequence[Any], start_values: Sequence[Any]) -> Any:
     """Computes each variable's drift scalars with `keras.ops` (traceable, backend-neutral).
 
+    Whether a variable is unchanged follows from these two exactly (see `_unchanged`), so no
+    third, elementwise comparison is computed: each record point stays as small a device call
+    as it can be.
+
     Args:
         current_values: The variables' current values (backend tensors or variables).
         start_values: Their starting values, in the same order.
 
     Returns:
-        A float32 tensor of shape (3, num_variables): the squared L2 change, the max |change|,
-        and 1.0 where every element equals its start (0.0 otherwise).
+        A float32 tensor of shape (2, num_variables): the squared L2 change and the max |change|.
     """
-    squared, maximum, equal = [], [], []
+    squared, maximum = [], []
     for current, start in zip(current_values, start_values, strict=True):
         if math.prod(current.shape) == 0:  # an empty weight never changes
             squared.append(ops.zeros((), "float32"))
             maximum.append(ops.zeros((), "float32"))
-            equal.append(ops.ones((), "float32"))
             continue
-        current_float, start_float = current, start
         if keras.backend.standardize_dtype(current.dtype) != "float32":
-            current_float = ops.cast(current, "float32")
-            start_float = ops.cast(start, "float32")
-        delta = current_float - start_float
+            current, start = ops.cast(current, "float32"), ops.cast(start, "float32")
+        delta = current - start
         squared.append(ops.sum(delta * delta))
         maximum.append(ops.max(ops.abs(delta)))
-        equal.append(ops.cast(ops.all(ops.equal(current, start)), "float32"))
-    return ops.stack([ops.stack(squared), ops.stack(maximum), ops.stack(equal)])
+    return ops.stack([ops.stack(squared), ops.stack(maximum)])
+
+
+def _unchanged(squared: np.ndarray, maximum: np.ndarray) -> np.ndarray:
+    """Whether every element equals its start, from the squared change and the max |change|.
+
+    For finite floats a - b == 0 exactly when a == b, so max |change| == 0 says every element
+    is equal; a NaN anywhere makes the sum NaN (a maximum may drop NaN on some backends), and
+    counts as a change. The squared sum alone would not do: a tiny change can underflow to 0
+    when squared.
+    """
+    return (maximum == 0) & np.isfinite(squared)
 
 
 def _compiled_measure(
@@ -227,7 +246,9 @@ class DriftRecorder(keras.callbacks.Callback):
     kind at each record point: the start, every epoch end, and every `every_n_batches` batches
     when that is set. All norms of one record are computed on the backend's device in ONE
     compiled call (`tf.function` on TensorFlow, `jax.jit` on JAX, plain `keras.ops` elsewhere),
-    and only the stacked scalars, three per layer and kind, come back to NumPy.
+    and only the stacked scalars, two per variable, come back to NumPy. Batch records measure
+    the layers that train; the start and epoch-end records measure every layer (see the module
+    docstring), so `frame()` has frozen layers at those steps only.
 
     Args:
         tree: The `LayerTree` of the model being trained (it names the layers).
@@ -262,7 +283,9 @@ class DriftRecorder(keras.callbacks.Callback):
         self._epoch_first_step = 0
         self._step_lock = threading.Lock()
         self._frozen_mask = np.zeros(0, dtype=bool)
-        self._measure_function: Callable[[], Any] | None = None
+        self._measure_all: Callable[[], Any] | None = None
+        self._measure_live: Callable[[], Any] | None = None
+        self._live_variables = np.zeros(0, dtype=bool)  # per variable: in a layer that trains
 
     @property
     def async_safe(self) -> bool:
@@ -301,20 +324,46 @@ class DriftRecorder(keras.callbacks.Callback):
                 )
         return groups
 
-    def record(self) -> None:
-        """Records every layer and kind at the current step (called by the hooks).
+    def record(self, every_layer: bool = True) -> None:
+        """Records the drift at the current step (called by the hooks).
 
-        The cost per record is one compiled device call and one host transfer of three
-        scalars per variable; combining them per layer waits until `frame()` is asked for.
+        The cost per record is one compiled device call and one host transfer of two scalars
+        per variable; combining them per layer waits until `frame()` is asked for.
+
+        Args:
+            every_layer: True measures every layer (the start and epoch ends); False only the
+                layers that train in the current fit (batch records). A batch record with no
+                layer training is skipped.
         """
         if not self._groups:
             return
-        if self._measure_function is None:
-            variables = [variable for group in self._groups for variable in group.variables]
-            starts = [start for group in self._groups for start in group.start_values]
-            self._measure_function = _compiled_measure(variables, starts)
-        scalars = np.asarray(ops.convert_to_numpy(self._measure_function()))
-        self._records.append(_Record(self._step, self._epoch, scalars, self._frozen_mask))
+        if every_layer:
+            if self._measure_all is None:
+                self._measure_all = _compiled_measure(*self._variables_and_starts(None))
+            scalars = np.asarray(ops.convert_to_numpy(self._measure_all()))
+            measured = np.ones(len(self._groups), dtype=bool)
+        else:
+            if not self._live_variables.any():
+                return
+            if self._measure_live is None:  # `record` called by hand before training began
+                self._measure_live = _compiled_measure(
+                    *self._variables_and_starts(self._live_variables)
+                )
+            scalars = np.full((2, self._live_variables.size), np.nan, dtype=np.float32)
+            scalars[:, self._live_variables] = ops.convert_to_numpy(self._measure_live())
+            measured = ~self._frozen_mask
+        self._records.append(_Record(self._step, self._epoch, scalars, self._frozen_mask, measured))
+
+    def _variables_and_starts(self, chosen: np.ndarray | None) -> tuple[list, list]:
+        """All variables and their starts in group order, or those where `chosen` is True."""
+        pairs = [
+            (variable, start)
+            for group in self._groups or []
+            for variable, start in zip(group.variables, group.start_values, strict=True)
+        ]
+        if chosen is not None:
+            pairs = [pair for pair, keep in zip(pairs, chosen, strict=True) if keep]
+        return [variable for variable, _ in pairs], [start for _, start in pairs]
 
     def _group_values(self, records: list[_Record]) -> tuple[np.ndarray, ...]:
         """Combines per-variable scalars into per-group drift figures, all records at once.
@@ -327,9 +376,10 @@ class DriftRecorder(keras.callbacks.Callback):
         sizes = [len(group.variables) for group in groups]
         offsets = np.cumsum([0, *sizes[:-1]])
         scalars = np.stack([record.scalars for record in records]).astype(np.float64)
-        change = np.sqrt(np.add.reduceat(scalars[:, 0, :], offsets, axis=1))
+        squared = np.add.reduceat(scalars[:, 0, :], offsets, axis=1)
         maximum = np.maximum.reduceat(scalars[:, 1, :], offsets, axis=1)
-        unchanged = np.minimum.reduceat(scalars[:, 2, :], offsets, axis=1) > 0.5
+        change = np.sqrt(squared)
+        unchanged = _unchanged(squared, maximum)
         norms = np.array([group.start_norm for group in groups])
         relative = np.where(norms > 0, change / np.where(norms > 0, norms, 1.0), change)
         return relative, maximum, unchanged
@@ -343,9 +393,19 @@ class DriftRecorder(keras.callbacks.Callback):
             self._frozen_throughout = set(frozen)
         else:
             self._frozen_throughout &= frozen
-        self._frozen_mask = np.array([group.path in frozen for group in self._groups], bool)
+        mask = np.array([group.path in frozen for group in self._groups], bool)
+        if not np.array_equal(mask, self._frozen_mask):
+            self._frozen_mask = mask
+            self._live_variables = np.repeat(~mask, [len(g.variables) for g in self._groups])
+            self._measure_live = None  # another set of layers trains in this fit
         if not self._records:
             self.record()
+        if self.every_n_batches and self._live_variables.any() and self._measure_live is None:
+            # Traced here, before the first epoch, so that tracing never slows a batch down.
+            self._measure_live = _compiled_measure(
+                *self._variables_and_starts(self._live_variables)
+            )
+            self._measure_live()
 
     def _sync_model_state(self) -> None:
         """Makes the variables current (JAX's trainer keeps them in its own state mid-epoch)."""
@@ -363,7 +423,7 @@ class DriftRecorder(keras.callbacks.Callback):
             self._step = max(self._step, step)
         if self.every_n_batches and step % self.every_n_batches == 0:
             self._sync_model_state()
-            self.record()
+            self.record(every_layer=False)
 
     def on_epoch_end(self, epoch, logs=None) -> None:
         self._epoch += 1
@@ -387,6 +447,9 @@ class DriftRecorder(keras.callbacks.Callback):
     def frame(self) -> pd.DataFrame:
         """Returns the drift records as a tidy DataFrame, one row per layer per step per kind.
 
+        Frozen layers have rows at the start and at epoch ends only; layers that train have a
+        row at every record point (batch records included).
+
         Returns:
             Columns: step (batches seen), epoch (epochs finished), layer_path, layer_name,
             class_name, kind ("weights" or "state"), relative_change, max_abs_change, unchanged,
@@ -407,7 +470,7 @@ class DriftRecorder(keras.callbacks.Callback):
         def per_group(values: list) -> np.ndarray:
             return np.tile(np.array(values, dtype=object), num_records)
 
-        return pd.DataFrame(
+        frame = pd.DataFrame(
             {
                 "step": np.repeat([r.step for r in records], num_groups).astype(np.int64),
                 "epoch": np.repeat([r.epoch for r in records], num_groups).astype(np.int64),
@@ -425,6 +488,8 @@ class DriftRecorder(keras.callbacks.Callback):
             },
             columns=list(DRIFT_COLUMNS),
         )
+        measured = np.concatenate([r.measured for r in records])
+        return frame if measured.all() else frame[measured].reset_index(drop=True)
 
     def final_frame(self) -> pd.DataFrame:
         """Returns the last record of every layer and kind (the drift at the end)."""

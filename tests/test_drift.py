@@ -82,7 +82,7 @@ def test_zero_start_norm_reports_the_absolute_change():
     assert row.relative_change > 0
 
 
-def test_frozen_layers_report_exactly_zero_at_every_step():
+def test_frozen_layers_report_exactly_zero_at_every_epoch_and_trainable_ones_every_batch():
     model = tiny_model()
     tree = LayerTree(model)
     tree.set_frozen("tiny/first", True)
@@ -96,8 +96,12 @@ def test_frozen_layers_report_exactly_zero_at_every_step():
     assert frozen.unchanged.all() and frozen.frozen.all()
     moving = frame[(frame.layer_path == "tiny/middle") & (frame.step > 0)]
     assert (moving.relative_change > 0).all() and not moving.frozen.any()
-    # One record at the start plus one per batch: 2 epochs x 4 batches.
+    # One record at the start plus one per batch: 2 epochs x 4 batches. Batch records measure
+    # the layers that train; frozen ones are measured at the start and at each epoch end.
     assert sorted(frame.step.unique()) == list(range(0, 9))
+    assert sorted(moving.step.unique()) == list(range(1, 9))
+    for path in ("tiny/first", "tiny/bn"):
+        assert sorted(frozen[frozen.layer_path == path].step.unique()) == [0, 4, 8]
     assert frame.groupby("step").epoch.first().tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 2]
     result = verify_frozen_unchanged(recorder)
     assert result.all_unchanged
@@ -181,3 +185,65 @@ def test_no_frozen_layers_says_so():
     result = recorder.verify()
     assert result.num_checked == 0 and result.all_unchanged
     assert "nothing to verify" in result.message()
+
+
+def test_a_change_too_small_to_survive_squaring_still_counts_and_nan_counts():
+    from models.drift import _unchanged
+
+    start = np.array([1e-30, 2.0], "float32")
+    moved = np.array([2e-30, 2.0], "float32")
+    squared = np.sum(np.square(moved - start))
+    maximum = np.max(np.abs(moved - start))
+    assert squared == 0 and maximum > 0  # float32 underflow: the square alone would miss it
+    assert not _unchanged(np.array([squared]), np.array([maximum]))[0]
+    assert not _unchanged(np.array([np.nan]), np.array([0.0]))[0]  # a maximum that dropped NaN
+    assert _unchanged(np.array([0.0]), np.array([0.0]))[0]
+
+
+def test_a_layer_unfrozen_in_a_later_fit_gets_batch_records_from_then_on():
+    model = tiny_model()
+    tree = LayerTree(model)
+    tree.set_frozen("tiny/first", True)
+    recorder = DriftRecorder(tree, every_n_batches=1)
+    fit(model, recorder, epochs=1)
+    tree.set_frozen("tiny/first", False)
+    fit(model, recorder, epochs=1)  # recompiles, as a schedule's next phase does
+    first = recorder.frame().query("layer_path == 'tiny/first'")
+    assert sorted(first.step.unique()) == [0, 4, 5, 6, 7, 8]
+    assert first[first.step <= 4].frozen.all() and not first[first.step > 4].frozen.any()
+    assert (first[first.step > 4].relative_change > 0).all()
+    assert recorder.verify().num_checked == 0  # not frozen throughout: nothing to prove
+
+
+def test_batch_records_of_a_fully_frozen_model_add_no_rows():
+    model = tiny_model()
+    tree = LayerTree(model)
+    tree.freeze_all()
+    recorder = DriftRecorder(tree, every_n_batches=1)
+    fit(model, recorder, epochs=2)
+    frame = recorder.frame()
+    assert sorted(frame.step.unique()) == [0, 4, 8]
+    assert frame.unchanged.all() and recorder.verify().all_unchanged
+
+
+def test_a_batch_record_equals_numpy_on_weights_captured_at_that_batch():
+    model = tiny_model()
+    tree = LayerTree(model)
+    tree.set_frozen("tiny/first", True)
+    start = [w.numpy().copy() for w in model.get_layer("middle").weights]
+    captured = {}
+
+    class Capture(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 1:  # the second step of the first epoch: step 2
+                captured["middle"] = [w.numpy().copy() for w in model.get_layer("middle").weights]
+
+    recorder = DriftRecorder(tree, every_n_batches=2)
+    x, y = tiny_data()
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[recorder, Capture()])
+    row = recorder.frame().query("layer_path == 'tiny/middle' and step == 2").iloc[0]
+    relative, maximum = expected_drift(start, captured["middle"])
+    assert row.relative_change == pytest.approx(relative, rel=1e-5)
+    assert row.max_abs_change == pytest.approx(maximum, rel=1e-5)
+    assert not row.unchanged and not row.frozen

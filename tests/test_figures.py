@@ -220,6 +220,11 @@ def test_heatmap_matrix_is_layers_by_steps_in_model_order(trained):
         .to_numpy()
     )
     np.testing.assert_array_equal(z, reference)
+    # Batch records measure the layers that train; frozen ones are blank between epoch ends.
+    for row, path in zip(z, expected, strict=True):
+        blank = [step for step, value in zip(steps, row, strict=True) if np.isnan(value)]
+        assert blank == ([2, 6, 10] if path in FROZEN_PATHS else []), path
+    assert "measured at the start and at each epoch end" in figure.layout.title.text
     assert [row[0] for row in heatmap.text] == expected  # the hover path of each row
     assert "%{text}" in heatmap.hovertemplate and "%{z:" in heatmap.hovertemplate
     assert figure.layout.yaxis.autorange == "reversed"  # first layer on top
