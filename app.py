@@ -73,6 +73,10 @@ DEFAULT_CONFIG = TrainingConfig(epochs=3, batch_size=16, learning_rate=1e-2)
 REFRESH_SECONDS = 1.0
 DRIFT_REFRESH_SECONDS = 2.5
 DRIFT_POINTS_PER_EPOCH = 5
+TAB_KEY = "step_tab"  # session-state key of the open tab (tests and scripts may set it)
+TAB_LABELS = ("1 · Model", "2 · Freeze", "3 · Data", "4 · Train", "5 · Drift", "Compare runs",
+              "Export", "Pitfall lab", "Lessons")  # fmt: skip
+TRAIN_TAB = TAB_LABELS[3]
 DATASET_TITLES = {key: title for key, (title, _) in BUNDLED_DATASETS.items()}
 
 st.set_page_config(page_title="FreezeLab", page_icon="❄", layout="wide")
@@ -415,128 +419,139 @@ def main() -> None:
         except (ValueError, RuntimeError) as error:
             show_error(f"Training could not start: {error}")
         else:
+            st.session_state[TAB_KEY] = TRAIN_TAB  # show the live progress
             st.rerun()
 
-    tabs = st.tabs(
-        ["1 · Model", "2 · Freeze", "3 · Data", "4 · Train", "5 · Drift", "Compare runs",
-         "Export", "Pitfall lab", "Lessons"]
-    )  # fmt: skip
+    # Lazy tabs: only the open tab's content runs, so a rerun costs one tab, not nine (30
+    # people on one server), and a closed tab's live refresh does not run at all.
+    tabs = st.tabs(TAB_LABELS, key=TAB_KEY, on_change="rerun")
     (model_tab, freeze_tab, data_tab, train_tab, drift_tab, compare_tab, export_tab) = tabs[:7]
     pitfall_tab, lessons_tab = tabs[7:]
     with model_tab:
-        if st.session_state.get("model_error"):
-            show_error(st.session_state.model_error)
-        model_request = render_model_step(
-            current.template,
-            APPLICATION_ENTRIES,
-            uploaded=st.session_state.get("uploaded_info"),
-            weights_error=st.session_state.get("weights_error"),
-            disabled=training,
-            allow_change=not link.hides("model"),
-            allow_upload=not link.hides("upload"),
-        )
-        if model_request is not None:
-            handle_model_request(current, model_request)
-            st.rerun()
+        if model_tab.open:
+            if st.session_state.get("model_error"):
+                show_error(st.session_state.model_error)
+            model_request = render_model_step(
+                current.template,
+                APPLICATION_ENTRIES,
+                uploaded=st.session_state.get("uploaded_info"),
+                weights_error=st.session_state.get("weights_error"),
+                disabled=training,
+                allow_change=not link.hides("model"),
+                allow_upload=not link.hides("upload"),
+            )
+            if model_request is not None:
+                handle_model_request(current, model_request)
+                st.rerun()
 
     with freeze_tab:
-        render_totals(current.tree.totals())
-        bulk = None
-        if not link.hides("freeze"):
-            bulk = render_bulk_actions(
-                current.tree.nodes(),
-                current.base_path,
-                current.tree.base_layer_paths(current.base_path),
-                disabled=training,
+        if freeze_tab.open:
+            render_totals(current.tree.totals())
+            bulk = None
+            if not link.hides("freeze"):
+                bulk = render_bulk_actions(
+                    current.tree.nodes(),
+                    current.base_path,
+                    current.tree.base_layer_paths(current.base_path),
+                    disabled=training,
+                )
+            if bulk is not None:
+                current.bulk_action(bulk.action, bulk.argument)
+                st.rerun()
+            if training:
+                st.info("The freeze plan is locked while training runs. Stop the run to change it.")
+            render_freeze_legend()
+            wanted = render_layer_tree(
+                current.tree.nodes(), key=tree_key(current), on_change=on_tree_change
             )
-        if bulk is not None:
-            current.bulk_action(bulk.action, bulk.argument)
-            st.rerun()
-        if training:
-            st.info("The freeze plan is locked while training runs. Stop the run to change it.")
-        render_freeze_legend()
-        wanted = render_layer_tree(
-            current.tree.nodes(), key=tree_key(current), on_change=on_tree_change
-        )
-        if wanted is not None and wanted != current.tree.frozen_paths() and not training:
-            # A plan set through session state (scripts, tests) rather than a click.
-            current.apply_plan(wanted)
-            st.rerun()
+            if wanted is not None and wanted != current.tree.frozen_paths() and not training:
+                # A plan set through session state (scripts, tests) rather than a click.
+                current.apply_plan(wanted)
+                st.rerun()
 
     with data_tab:
-        if st.session_state.get("data_error"):
-            show_error(st.session_state.data_error)
-        data_request, _ = render_data_step(
-            current.dataset,
-            DATASET_TITLES,
-            KERAS_DATASETS,
-            st.session_state.get("validation_fraction", training_defaults().validation_fraction),
-            notes=st.session_state.get("data_notes", []),
-            csv_columns_of=csv_columns,
-            disabled=training,
-            allow_change=not link.hides("data"),
-            allow_upload=not link.hides("upload"),
-        )
-        if data_request is not None:
-            handle_data_request(current, data_request)
-            st.rerun()
+        if data_tab.open:
+            if st.session_state.get("data_error"):
+                show_error(st.session_state.data_error)
+            data_request, _ = render_data_step(
+                current.dataset,
+                DATASET_TITLES,
+                KERAS_DATASETS,
+                st.session_state.get(
+                    "validation_fraction", training_defaults().validation_fraction
+                ),
+                notes=st.session_state.get("data_notes", []),
+                csv_columns_of=csv_columns,
+                disabled=training,
+                allow_change=not link.hides("data"),
+                allow_upload=not link.hides("upload"),
+            )
+            if data_request is not None:
+                handle_data_request(current, data_request)
+                st.rerun()
 
     with train_tab:
-        if current.latest_run is None:
-            st.info("Press **▶ Train** in the sidebar. Progress and live curves appear here.")
-        else:
+        if train_tab.open:
+            if current.latest_run is None:
+                st.info("Press **▶ Train** in the sidebar. Progress and live curves appear here.")
+            else:
 
-            def train_view() -> None:
-                run = current.latest_run
-                render_run_summary(run)
-                boundaries = (
-                    run.job.phase_boundaries() if hasattr(run.job, "phase_boundaries") else None
-                )
-                render_progress(
-                    run.job.progress(), key=f"run{run.run_id}_curves", boundaries=boundaries
-                )
-                rerun_when_run_ends(current)
+                def train_view() -> None:
+                    run = current.latest_run
+                    render_run_summary(run)
+                    boundaries = (
+                        run.job.phase_boundaries() if hasattr(run.job, "phase_boundaries") else None
+                    )
+                    render_progress(
+                        run.job.progress(), key=f"run{run.run_id}_curves", boundaries=boundaries
+                    )
+                    rerun_when_run_ends(current)
 
-            live_or_static(train_view, training)
+                live_or_static(train_view, training)
 
     with drift_tab:
-        if current.latest_run is None:
-            st.info(
-                "After training, this step shows how far every layer moved, and proves that "
-                "every frozen layer stayed bitwise unchanged."
-            )
-        else:
+        if drift_tab.open:
+            if current.latest_run is None:
+                st.info(
+                    "After training, this step shows how far every layer moved, and proves that "
+                    "every frozen layer stayed bitwise unchanged."
+                )
+            else:
 
-            def drift_view() -> None:
-                run = current.latest_run
-                render_drift(run, live=not run.job.progress().done)
+                def drift_view() -> None:
+                    run = current.latest_run
+                    render_drift(run, live=not run.job.progress().done)
 
-            live_or_static(drift_view, training, every=DRIFT_REFRESH_SECONDS)
+                live_or_static(drift_view, training, every=DRIFT_REFRESH_SECONDS)
 
     with compare_tab:
-        render_comparison(current.runs, disabled=training)
-        render_stored_runs(
-            [
-                r
-                for r in st.session_state.get("stored_runs", [])
-                if r.run_id not in live_ids(current)
-            ]
-        )
+        if compare_tab.open:
+            render_comparison(current.runs, disabled=training)
+            render_stored_runs(
+                [
+                    r
+                    for r in st.session_state.get("stored_runs", [])
+                    if r.run_id not in live_ids(current)
+                ]
+            )
     with export_tab:
-        if st.session_state.get("export_error"):
-            show_error(st.session_state.pop("export_error"))
-        chosen = intent.config or training_defaults()
-        restore = render_export(
-            current, chosen, show_code=not link.hides("code"), training=training
-        )
-        if restore is not None:
-            handle_restore(current, restore.data)
-            st.rerun()
-        render_share_link(current, chosen, st.context.url or "http://localhost:8501/")
+        if export_tab.open:
+            if st.session_state.get("export_error"):
+                show_error(st.session_state.pop("export_error"))
+            chosen = intent.config or training_defaults()
+            restore = render_export(
+                current, chosen, show_code=not link.hides("code"), training=training
+            )
+            if restore is not None:
+                handle_restore(current, restore.data)
+                st.rerun()
+            render_share_link(current, chosen, st.context.url or "http://localhost:8501/")
     with pitfall_tab:
-        render_pitfall_lab()
+        if pitfall_tab.open:
+            render_pitfall_lab()
     with lessons_tab:
-        render_lessons()
+        if lessons_tab.open:
+            render_lessons()
 
 
 try:

@@ -3,7 +3,9 @@
 Each session is a Streamlit AppTest instance of app.py (its own session state, like a browser
 tab) driven from its own thread; all share the process's caches, as sessions of one server do.
 10 sessions press ▶ Train at the same moment and then rerun about once a second (what their
-live fragment does in a browser); the other sessions click around (rerun) while those train.
+live fragment does in a browser); the other sessions click around while those train: each
+rerun opens one of the dashboard's tabs at random (a tab click is a rerun, and only the open
+tab's content runs).
 The numbers are the p50 and p95 rerun latencies of the non-training sessions during the
 trainings, and whether every training ended finished and verified.
 
@@ -21,12 +23,16 @@ would exaggerate the load); `--trainer-refresh-seconds 1` adds those reruns.
 from __future__ import annotations
 
 import argparse
+import random
 import threading
 import time
 
 from common import REPOSITORY_ROOT, BenchmarkResult, report
 
 TARGET_P95_MILLISECONDS = 500.0
+TAB_KEY = "step_tab"  # app.TAB_KEY
+IDLE_TABS = ("1 · Model", "2 · Freeze", "3 · Data", "5 · Drift", "Compare runs", "Export",
+             "Pitfall lab", "Lessons")  # fmt: skip
 
 
 _SCRIPT_RUN_LOCK = threading.Lock()
@@ -102,9 +108,11 @@ def main() -> None:
             with lock:
                 errors.append(f"training session: {type(error).__name__}: {error}")
 
-    def click_around(at) -> None:
+    def click_around(at, seed: int) -> None:
+        tabs = random.Random(seed)
         try:
             while not all_done.is_set():
+                at.session_state[TAB_KEY] = tabs.choice(IDLE_TABS)
                 begun = time.perf_counter()
                 at.run()
                 elapsed = (time.perf_counter() - begun) * 1000
@@ -117,7 +125,9 @@ def main() -> None:
                 errors.append(f"idle session: {type(error).__name__}: {error}")
 
     training_threads = [threading.Thread(target=train, args=(at,)) for at in trainers]
-    idle_threads = [threading.Thread(target=click_around, args=(at,)) for at in idlers]
+    idle_threads = [
+        threading.Thread(target=click_around, args=(at, seed)) for seed, at in enumerate(idlers)
+    ]
     training_started = time.perf_counter()
     for thread in training_threads + idle_threads:
         thread.start()

@@ -11,6 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from models import LayerTree, build_default_transfer_model
+from tests.app_helpers import open_tab
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
@@ -78,20 +79,24 @@ def app() -> AppTest:
 
 
 def test_first_load_preselects_the_bundled_model_and_digits_task(app):
-    values = metrics(app)
+    assert app.radio(key="model_source").value == "Bundled (offline)"  # the Model tab opens
+    assert app.session_state["workspace"].template.key == "bundled_digits_cnn"
+    assert not button(app, "▶ Train").disabled
+    # Closed tabs do not run: no layer tree, no Freeze totals yet.
+    assert not app.get("bidi_component") and "Trainable params" not in metrics(app)
+    values = metrics(open_tab(app, "2 · Freeze"))
     totals = LayerTree(build_default_transfer_model()).totals()
     assert values["Trainable params"] == f"{totals.trainable:,}"
     assert values["Non-trainable params"] == f"{totals.non_trainable:,}"
-    assert values["Classes"] == "5"
-    assert app.radio(key="model_source").value == "Bundled (offline)"
-    assert app.session_state["workspace"].template.key == "bundled_digits_cnn"
-    assert app.selectbox(key="dataset_choice").value == "digits_5_9"
-    assert not button(app, "▶ Train").disabled
     payload = json.loads(tree_element(app).proto.json)
     assert any(node["path"] == BASE for node in payload["nodes"])
+    open_tab(app, "3 · Data")
+    assert metrics(app)["Classes"] == "5"
+    assert app.selectbox(key="dataset_choice").value == "digits_5_9"
 
 
 def test_default_flow_freeze_by_tree_click_train_and_verify(app):
+    open_tab(app, "2 · Freeze")
     nodes = json.loads(tree_element(app).proto.json)["nodes"]
     plan = [node["path"] for node in nodes if node["path"].startswith(BASE)]
     click_tree(app, plan)
@@ -107,11 +112,13 @@ def test_default_flow_freeze_by_tree_click_train_and_verify(app):
     button(app, "▶ Train").click().run()
     assert not app.exception
     assert button(app, "■ Stop").disabled is False
+    assert app.session_state["step_tab"] == "4 · Train"  # Train opens its live progress
     wait_for_run(app)
     assert not app.exception
     assert any("Finished 2 epoch(s)." in s.value for s in app.success)
+    open_tab(app, "5 · Drift")
     assert any(s.value == "All 6 frozen layers are bitwise unchanged." for s in app.success)
-    assert len(app.get("plotly_chart")) >= 5
+    assert len(app.get("plotly_chart")) >= 4  # lines, heatmap, final bars, BatchNorm state
     assert app.get("download_button")
     run = app.session_state["workspace"].latest_run
     assert run.frozen_paths == frozenset(plan)
@@ -119,7 +126,7 @@ def test_default_flow_freeze_by_tree_click_train_and_verify(app):
 
 
 def test_plan_set_through_session_state_is_applied(app):
-    key = tree_element(app).key
+    key = tree_element(open_tab(app, "2 · Freeze")).key
     app.session_state[key] = {"frozen": [f"{BASE}/conv1"]}
     app.run()
     assert not app.exception
@@ -129,6 +136,7 @@ def test_plan_set_through_session_state_is_applied(app):
 
 
 def test_bulk_actions_match_keras_counts(app):
+    open_tab(app, "2 · Freeze")
     for label, expected_trainable in [
         ("Freeze base (feature_extractor)", 165),
         ("Freeze all", 0),
@@ -176,13 +184,14 @@ def test_stop_keeps_results_and_a_new_start_works(app):
 
 
 def test_two_sessions_are_isolated():
-    first = AppTest.from_file(APP, default_timeout=120).run()
-    second = AppTest.from_file(APP, default_timeout=120).run()
+    first = open_tab(AppTest.from_file(APP, default_timeout=120).run(), "2 · Freeze")
+    second = open_tab(AppTest.from_file(APP, default_timeout=120).run(), "2 · Freeze")
     before = metrics(second)
     button(first, "Freeze base (feature_extractor)").click().run()
     first.sidebar.number_input[0].set_value(1).run()
     button(first, "▶ Train").click().run()
     wait_for_run(first)
+    open_tab(first, "2 · Freeze")
     second.run()
     assert not first.exception and not second.exception
     assert metrics(first)["Trainable params"] == "165"

@@ -13,6 +13,8 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from tests.app_helpers import open_tab
+
 pytestmark = pytest.mark.usefixtures("offline_keras_home")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +24,7 @@ APP = str(ROOT / "app.py")
 @pytest.fixture
 def trained_app() -> AppTest:
     """A session with a freeze plan and one finished run, to prove bad input keeps them."""
-    at = AppTest.from_file(APP, default_timeout=120).run()
+    at = open_tab(AppTest.from_file(APP, default_timeout=120).run(), "2 · Freeze")
     button(at, "Freeze base (feature_extractor)").click().run()
     at.sidebar.number_input[0].set_value(1).run()
     workspace = at.session_state["workspace"]
@@ -57,10 +59,12 @@ def errors(at: AppTest) -> str:
 
 
 def choose_model_source(at: AppTest, source: str) -> None:
+    open_tab(at, "1 · Model")
     at.radio(key="model_source").set_value(source).run()
 
 
 def choose_data_source(at: AppTest, source: str) -> None:
+    open_tab(at, "3 · Data")
     at.radio(key="data_source").set_value(source).run()
 
 

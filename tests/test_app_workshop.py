@@ -6,6 +6,7 @@ from streamlit.testing.v1 import AppTest
 
 from models.export import run_config, run_config_bytes
 from models.training import TrainingConfig
+from tests.app_helpers import open_tab
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 BASE = "transfer_model/feature_extractor"
@@ -29,8 +30,8 @@ def test_an_instructor_link_sets_up_the_room_and_hides_controls():
     assert not workspace.tree.node(BASE).trainable
     assert any(h.value == "Room 1" for h in at.header)
     assert any("opt" in w.value and "adamax" in w.value for w in at.warning)
-    radios = [r.key for r in at.radio]
-    assert "model_source" not in radios and "data_source" in radios
+    assert "model_source" not in [r.key for r in at.radio]  # the Model tab opens first
+    assert "data_source" in [r.key for r in open_tab(at, "3 · Data").radio]
     assert not at.sidebar.number_input  # settings hidden: the instructor's are used
     assert any("2 epochs" in c.value and "0.003" in c.value for c in at.sidebar.caption)
 
@@ -38,11 +39,12 @@ def test_an_instructor_link_sets_up_the_room_and_hides_controls():
 def test_without_a_link_nothing_is_hidden_and_no_notice_shows():
     at = app_with_link()
     assert not at.warning
-    assert {"model_source", "data_source"} <= {r.key for r in at.radio}
+    assert "model_source" in {r.key for r in at.radio}
+    assert "data_source" in {r.key for r in open_tab(at, "3 · Data").radio}
 
 
 def test_export_shows_runnable_code_and_restores_an_uploaded_config():
-    at = app_with_link()
+    at = open_tab(app_with_link(), "Export")
     workspace = at.session_state["workspace"]
     code = next(c.value for c in at.code if "import keras" in c.value)
     assert "compile(" in code and "fit(" in code
@@ -67,7 +69,7 @@ def test_export_shows_runnable_code_and_restores_an_uploaded_config():
 
 
 def test_a_broken_config_upload_is_explained():
-    at = app_with_link()
+    at = open_tab(app_with_link(), "Export")
     at.file_uploader(key="config_upload").set_value(
         ("plan.json", b"{not json", "application/json")
     ).run()
@@ -86,6 +88,7 @@ def test_finished_runs_survive_a_refresh_through_the_session_id_in_the_url():
     first.run()  # the rerun after the run ends keeps it on disk
     again = app_with_link(session=session)  # a refresh: a new browser session, same URL
     assert not again.exception
+    open_tab(again, "Compare runs")
     assert any(s.value == "Runs kept from earlier visits" for s in again.subheader)
     stored = again.session_state["stored_runs"]
     assert [run.run_id for run in stored] == [1]

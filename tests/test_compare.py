@@ -11,6 +11,7 @@ from components.figures import (
     comparison_drift_figure,
 )
 from models.training import TrainingConfig
+from tests.app_helpers import open_tab
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -67,8 +68,7 @@ def test_compare_tab_shows_two_runs_side_by_side():
     workspace.start_run(TrainingConfig(epochs=1), background=False)
     workspace.bulk_action("unfreeze_all")
     workspace.start_run(TrainingConfig(epochs=1, learning_rate=1e-3), background=False)
-    at.run()
-    assert not at.exception
+    open_tab(at, "Compare runs")
     frames = [frame.value for frame in at.dataframe if "Run" in frame.value.columns]
     assert len(frames) == 1
     compared = frames[0]
