@@ -221,13 +221,20 @@ def _compiled_measure(
     variables are captured, so each call reads their current values on their device) and
     `jax.jit` on JAX; any other backend (PyTorch, NumPy) runs the same `keras.ops` code
     eagerly. The values never leave the device; only the returned scalars do.
+
+    AutoGraph is off: the code branches on static shapes and dtypes only, and AutoGraph would
+    parse this module's source with `ast` in the training thread. CPython 3.11's AST
+    construction is not thread-safe (python/cpython#106905): a parse in another thread at the
+    same moment, such as Streamlit compiling a page script, can fail with "SystemError: AST
+    constructor recursion depth mismatch". Tracing is faster without it, too.
     """
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
         function = tf.function(
-            lambda: _drift_scalars([variable.value for variable in variables], start_values)
+            lambda: _drift_scalars([variable.value for variable in variables], start_values),
+            autograph=False,
         )
         return function.get_concrete_function()  # calling it skips the trace-cache lookup
     if backend == "jax":
