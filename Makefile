@@ -55,7 +55,7 @@ clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
 
 # Performance ratios (benchmarks/*.py, each in its own process): prints a table and writes
-# benchmarks/report.json. A report, never a test; about 5-10 minutes on 2 cores.
+# benchmarks/report.json. A report, never a test; about 12 minutes on 2 cores.
 .PHONY: bench
 bench: $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/run_all.py
