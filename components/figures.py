@@ -38,6 +38,7 @@ TRAINABLE_PALETTE = (
 )
 VALIDATION_COLOR = "#ef553b"
 FROZEN_MARK = "❄ "
+GAP_COLOR = "#e4e4e4"  # heatmap cells with no measurement
 
 WEIGHTS_KIND = "weights"
 STATE_KIND = "state"
@@ -409,10 +410,11 @@ def drift_heatmap_figure(
         .to_numpy(dtype=np.float64)
     )
     frozen = _frozen_by_path(rows)
-    if any(frozen.values()) and np.isnan(matrix).any():
+    gaps = bool(np.isnan(matrix).any())
+    if any(frozen.values()) and gaps:
         title += (
             f"<br><sup>{FROZEN_MARK}Frozen layers are measured at the start and at each epoch "
-            "end (blank cells between) and proven bitwise unchanged at the end</sup>"
+            "end (grey between: not measured) and proven bitwise unchanged at the end</sup>"
         )
     names = dict(zip(rows["layer_path"], rows["layer_name"], strict=True))
     depth_of = {path: int((depths or {}).get(path, path.count("/"))) for path in paths}
@@ -453,9 +455,12 @@ def drift_heatmap_figure(
         ticktext=labels,
         autorange="reversed",
         title_text="Layer (model order, ❄ = frozen)",
+        showgrid=False,
     )
-    figure.update_xaxes(title_text="Step (batches seen)")
+    figure.update_xaxes(title_text="Step (batches seen)", showgrid=False)
     figure.update_layout(height=int(min(max(320, 24 * len(paths) + 160), 6000)))
+    if gaps:  # cells not measured show the plot's background: make it read as "no data"
+        figure.update_layout(plot_bgcolor=GAP_COLOR)
     return _base_layout(figure, title)
 
 
