@@ -17,8 +17,8 @@ When drift is recorded every few batches, those batch records measure the layers
 (effectively trainable ones: the only ones the optimizer or a training-mode BatchNormalization
 can move); every layer, frozen ones included, is measured at the start and at every epoch end,
 and the frozen ones are proven bitwise unchanged at the end. Re-measuring a frozen base at every
-batch would cost as much as the head's training step it sits beside (more with the frozen-prefix
-cache) and tell nothing the epoch-end records and the proof do not.
+batch would tell nothing the epoch-end records and the proof do not, at a price (about 3 ms a
+record for MobileNetV2 0.35) above a whole training step of a head on cached features.
 """
 
 from __future__ import annotations
