@@ -129,3 +129,27 @@ def load_digits_arrays(limit: int | None = None) -> tuple[Any, Any]:
     if limit is not None:
         x, y = x[:limit], y[:limit]
     return x, y
+
+
+def mobilenet_transfer_model() -> tuple[Any, Any]:
+    """Returns MobileNetV2 (alpha 0.35, 96 px, random init) frozen under a 5-class head.
+
+    The realistic transfer-learning model of the benchmarks (and of `gpu_check.py`): the base
+    takes the 8x8 digits resized inside the model. Seeded, so every call builds the same weights.
+
+    Returns:
+        `(model, tree)`, the base frozen.
+    """
+    import keras
+
+    from models.transfer import build_transfer_model
+    from models.tree import LayerTree
+
+    keras.utils.set_random_seed(0)
+    base = keras.applications.MobileNetV2(
+        input_shape=(96, 96, 3), alpha=0.35, include_top=False, weights=None
+    )
+    model = build_transfer_model(base, (8, 8, 1), 5, rescaling=(2.0, -1.0))
+    tree = LayerTree(model)
+    tree.set_frozen(tree.path_of(base), True)
+    return model, tree

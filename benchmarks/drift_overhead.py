@@ -25,7 +25,14 @@ import gc
 from collections.abc import Callable
 from typing import Any
 
-from common import BenchmarkResult, epoch_timer_callback, load_digits_arrays, median, report
+from common import (
+    BenchmarkResult,
+    epoch_timer_callback,
+    load_digits_arrays,
+    median,
+    mobilenet_transfer_model,
+    report,
+)
 
 EPOCH_TARGET = 1.03
 BATCH_TARGET = 1.15
@@ -35,9 +42,7 @@ PLANS = ("frozen_base", "fine_tune")
 
 def mobilenet_model(plan: str) -> tuple[Any, Any]:
     """Returns MobileNetV2 0.35 at 96 px under a 5-class head, and its tree, frozen per `plan`."""
-    from prefix_cache import build_model
-
-    model, tree = build_model()  # the base comes frozen
+    model, tree = mobilenet_transfer_model()  # the base comes frozen
     if plan == "fine_tune":
         tree.unfreeze_all()
     return model, tree

@@ -28,7 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.common import epoch_timer_callback  # noqa: E402
+from benchmarks.common import epoch_timer_callback, mobilenet_transfer_model  # noqa: E402
 
 REPORT_PATH = Path(__file__).resolve().with_name("gpu_report.json")
 
@@ -69,20 +69,6 @@ def bundled_model(fine_tune: bool):
     tree = LayerTree(model)
     if not fine_tune:
         tree.set_frozen(f"{model.name}/feature_extractor", True)
-    return model, tree
-
-
-def mobilenet_model():
-    """Returns MobileNetV2 (alpha 0.35, 96 px, random init) frozen under a 5-class head."""
-    from models.transfer import build_transfer_model
-    from models.tree import LayerTree
-
-    base = keras.applications.MobileNetV2(
-        input_shape=(96, 96, 3), alpha=0.35, include_top=False, weights=None
-    )
-    model = build_transfer_model(base, (8, 8, 1), 5, rescaling=(2.0, -1.0))
-    tree = LayerTree(model)
-    tree.set_frozen(tree.path_of(base), True)
     return model, tree
 
 
@@ -145,8 +131,8 @@ def main() -> None:
     cases = [
         ("bundled, base frozen", lambda: bundled_model(False), x, y, 5, False),
         ("bundled, fine-tune all", lambda: bundled_model(True), x, y, 5, False),
-        ("mobilenetv2 0.35 96px, base frozen, plain fit", mobilenet_model, x, y, 3, False),
-        ("mobilenetv2 0.35 96px, base frozen, cached", mobilenet_model, x, y, 3, None),
+        ("mobilenetv2 0.35 96px, base frozen, plain fit", mobilenet_transfer_model, x, y, 3, False),
+        ("mobilenetv2 0.35 96px, base frozen, cached", mobilenet_transfer_model, x, y, 3, None),
     ]
     results = []
     for device in [*devices["gpu"][:1], "cpu:0"]:

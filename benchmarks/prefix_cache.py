@@ -11,33 +11,23 @@ from __future__ import annotations
 import argparse
 import time
 
-from common import BenchmarkResult, epoch_timer_callback, load_digits_arrays, median, report
+from common import (
+    BenchmarkResult,
+    epoch_timer_callback,
+    load_digits_arrays,
+    median,
+    mobilenet_transfer_model,
+    report,
+)
 
 TARGET = 5.0
-
-
-def build_model():
-    """Returns MobileNetV2 (alpha 0.35, 96 px, random init) as the frozen base of a 5-class head."""
-    import keras
-
-    from models.transfer import build_transfer_model
-    from models.tree import LayerTree
-
-    keras.utils.set_random_seed(0)
-    base = keras.applications.MobileNetV2(
-        input_shape=(96, 96, 3), alpha=0.35, include_top=False, weights=None
-    )
-    model = build_transfer_model(base, (8, 8, 1), 5, rescaling=(2.0, -1.0))
-    tree = LayerTree(model)
-    tree.set_frozen(tree.path_of(base), True)
-    return model, tree
 
 
 def train(x, y, epochs: int, use_prefix_cache: bool | None):
     """Trains a fresh model through `TrainingJob` and returns (job, model, epoch durations)."""
     from models.training import JobState, TrainingConfig, TrainingJob
 
-    model, tree = build_model()
+    model, tree = mobilenet_transfer_model()
     config = TrainingConfig(epochs=epochs, batch_size=32, seed=0)
     job = TrainingJob(model, x, y, config=config, tree=tree, use_prefix_cache=use_prefix_cache)
     timer = epoch_timer_callback()

@@ -345,32 +345,39 @@ class DriftRecorder(keras.callbacks.Callback):
         if not self._groups:
             return
         if every_layer:
-            if self._measure_all is None:
-                self._measure_all = _compiled_measure(*self._variables_and_starts(None))
-            scalars = np.asarray(ops.convert_to_numpy(self._measure_all()))
+            scalars = np.asarray(ops.convert_to_numpy(self._measure(live_only=False)()))
             measured = np.ones(len(self._groups), dtype=bool)
         else:
             if not self._live_variables.any():
                 return
-            if self._measure_live is None:  # `record` called by hand before training began
-                self._measure_live = _compiled_measure(
-                    *self._variables_and_starts(self._live_variables)
-                )
             scalars = np.full((2, self._live_variables.size), np.nan, dtype=np.float32)
-            scalars[:, self._live_variables] = ops.convert_to_numpy(self._measure_live())
+            scalars[:, self._live_variables] = ops.convert_to_numpy(self._measure(live_only=True)())
             measured = ~self._frozen_mask
         self._records.append(_Record(self._step, self._epoch, scalars, self._frozen_mask, measured))
 
-    def _variables_and_starts(self, chosen: np.ndarray | None) -> tuple[list, list]:
-        """All variables and their starts in group order, or those where `chosen` is True."""
+    def _measure(self, live_only: bool) -> Callable[[], Any]:
+        """The compiled measure of every variable, or of those of the layers that train.
+
+        Built (traced) on first use and kept; the live one is rebuilt when another set of
+        layers trains (`on_train_begin` drops it).
+        """
+        if live_only and self._measure_live is not None:
+            return self._measure_live
+        if not live_only and self._measure_all is not None:
+            return self._measure_all
         pairs = [
             (variable, start)
             for group in self._groups or []
             for variable, start in zip(group.variables, group.start_values, strict=True)
         ]
-        if chosen is not None:
-            pairs = [pair for pair, keep in zip(pairs, chosen, strict=True) if keep]
-        return [variable for variable, _ in pairs], [start for _, start in pairs]
+        if live_only:
+            pairs = [pair for pair, keep in zip(pairs, self._live_variables, strict=True) if keep]
+        function = _compiled_measure([v for v, _ in pairs], [start for _, start in pairs])
+        if live_only:
+            self._measure_live = function
+        else:
+            self._measure_all = function
+        return function
 
     def _group_values(self, records: list[_Record]) -> tuple[np.ndarray, ...]:
         """Combines per-variable scalars into per-group drift figures, all records at once.
@@ -408,11 +415,9 @@ class DriftRecorder(keras.callbacks.Callback):
         if not self._records:
             self.record()
         if self.every_n_batches and self._live_variables.any() and self._measure_live is None:
-            # Traced here, before the first epoch, so that tracing never slows a batch down.
-            self._measure_live = _compiled_measure(
-                *self._variables_and_starts(self._live_variables)
-            )
-            self._measure_live()
+            # Traced (and run once) here, before the first epoch, so that tracing never slows
+            # a batch down.
+            self._measure(live_only=True)()
 
     def _sync_model_state(self) -> None:
         """Makes the variables current (JAX's trainer keeps them in its own state mid-epoch)."""

@@ -34,7 +34,7 @@ from models.datasets import BUNDLED_DATASETS
 from models.layers import ImagenetPreprocessing, RGBToGrayscale
 from models.training import OPTIMIZERS, TrainingConfig
 from models.transfer import build_transfer_model
-from models.tree import LayerTree, ParameterCounts
+from models.tree import LayerTree, ParameterCounts, format_paths
 from models.workspace import TRANSFER_MODEL_NAME, ModelTemplate
 
 FREEZELAB_VERSION = "0.1.0"
@@ -113,12 +113,10 @@ def restrict_plan(frozen_paths: Iterable[str], tree: LayerTree) -> tuple[frozens
     missing = sorted(wanted - existing)
     notices = []
     if missing:
-        shown = ", ".join(repr(path) for path in missing[:5])
-        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         notices.append(
             f"{len(missing)} frozen layer path(s) do not exist in the current model and were "
-            f"skipped: {shown}{more}. The model has {len(existing)} layers; the rest of the "
-            "plan was applied."
+            f"skipped: {format_paths(missing)}. The model has {len(existing)} layers; the rest "
+            "of the plan was applied."
         )
     return plan, notices
 

@@ -49,7 +49,7 @@ from models.datasets import BUNDLED_DATASETS
 from models.export import freeze_statements
 from models.run_store import SESSION_QUERY_PARAMETER
 from models.training import OPTIMIZERS, TrainingConfig
-from models.tree import LayerTree
+from models.tree import LayerTree, format_paths
 
 BUNDLED_MODEL_KEY = "bundled_digits_cnn"  # the same key as models.catalogue.BUNDLED_MODEL_KEY
 WEIGHT_CHOICES: tuple[str, ...] = ("imagenet", "random")
@@ -579,11 +579,9 @@ def resolve_frozen_paths(
         frozen = frozen - subtree if trainable else frozen | subtree
     notices = []
     if missing:
-        shown = ", ".join(repr(path) for path in missing[:5])
-        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         notices.append(
             f"The link's freeze plan names {len(missing)} layer(s) the current model does not "
-            f"have, which were skipped: {shown}{more}."
+            f"have, which were skipped: {format_paths(missing)}."
         )
     return frozenset(frozen), notices
 

@@ -19,7 +19,7 @@ Keras facts this module relies on (measured with Keras 3.15, see tests/test_tree
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import keras
@@ -144,6 +144,17 @@ def set_trainable(layer: keras.layers.Layer, trainable: bool) -> None:
     setter(layer, trainable)
     for sublayer in layer._flatten_layers(include_self=False, recursive=True):
         setter(sublayer, trainable)
+
+
+def format_paths(paths: Sequence[str], limit: int = 5) -> str:
+    """Names the first `limit` paths for a message, then says how many more there are.
+
+    Example:
+    >>> format_paths(["m/a", "m/b"], limit=1)
+    "'m/a' and 1 more"
+    """
+    shown = ", ".join(repr(path) for path in paths[:limit])
+    return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
 
 
 def _graph_call_sites(layer: keras.layers.Layer) -> dict[int, int]:

@@ -336,25 +336,8 @@ class Workspace:
                 tree=self.tree,
                 slots=self.slots,
             )
-            nodes = self.tree.nodes()
-            run = Run(
-                run_id=next(self._run_ids),
-                model_title=self.template.title,
-                dataset_title=self.dataset.title,
-                config=config,
-                frozen_paths=job.frozen_paths,
-                counts=job.parameter_counts,
-                job=job,
-                layer_order=[node.path for node in nodes],
-                depths={node.path: node.depth for node in nodes},
-            )
-            self.runs.append(run)
-            del self.runs[:-MAX_RUNS_KEPT]
-        if background:
-            job.start()
-        else:
-            job.run()
-        return run
+            run = self._add_run(job, config)
+        return self._train(run, background)
 
     def start_schedule(
         self, phases: tuple | list, config: TrainingConfig, *, background: bool = True
@@ -373,7 +356,6 @@ class Workspace:
 
         with self._lock:
             self._require_idle("start another run")
-            nodes = self.tree.nodes()
             job = ScheduledJob(
                 self.model,
                 self.dataset.x,
@@ -384,24 +366,35 @@ class Workspace:
                 config,
                 slots=self.slots,
             )
-            run = Run(
-                run_id=next(self._run_ids),
-                model_title=self.template.title,
-                dataset_title=self.dataset.title,
-                config=job.config,
-                frozen_paths=job.frozen_paths,
-                counts=job.parameter_counts,
-                job=job,
-                layer_order=[node.path for node in nodes],
-                depths={node.path: node.depth for node in nodes},
-                name=" → ".join(phase.name for phase in phases),
-            )
-            self.runs.append(run)
-            del self.runs[:-MAX_RUNS_KEPT]
+            run = self._add_run(job, job.config, name=" → ".join(phase.name for phase in phases))
+        return self._train(run, background)
+
+    def _add_run(self, job: Any, config: TrainingConfig, name: str = "") -> Run:
+        """Records a new run of `job` with the current plan (call with the lock held)."""
+        nodes = self.tree.nodes()
+        run = Run(
+            run_id=next(self._run_ids),
+            model_title=self.template.title,
+            dataset_title=self.dataset.title,
+            config=config,
+            frozen_paths=job.frozen_paths,
+            counts=job.parameter_counts,
+            job=job,
+            layer_order=[node.path for node in nodes],
+            depths={node.path: node.depth for node in nodes},
+            name=name,
+        )
+        self.runs.append(run)
+        del self.runs[:-MAX_RUNS_KEPT]
+        return run
+
+    @staticmethod
+    def _train(run: Run, background: bool) -> Run:
+        """Trains `run` in a background thread, or here until it ends; returns it."""
         if background:
-            job.start()
+            run.job.start()
         else:
-            job.run()
+            run.job.run()
         return run
 
     def continue_run_ids_after(self, last_run_id: int) -> None:
