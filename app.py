@@ -16,6 +16,7 @@ from components.panels import (
     DataRequest,
     ModelRequest,
     UploadedModelInfo,
+    render_all_frozen_warning,
     render_bulk_actions,
     render_comparison,
     render_data_step,
@@ -27,10 +28,12 @@ from components.panels import (
     render_stored_runs,
     render_totals,
     render_training_controls,
+    render_verification,
     show_error,
 )
 from components.pitfall_lab import render_pitfall_lab
 from components.runtime import keep_keras_session
+from components.state import notify, set_setting, setting, show_notices
 from models.applications import APPLICATION_ENTRIES, WeightsUnavailableError
 from models.catalogue import DEFAULT_MODEL, load_template
 from models.datasets import (
@@ -73,6 +76,7 @@ DEFAULT_CONFIG = TrainingConfig(epochs=3, batch_size=16, learning_rate=1e-2)
 REFRESH_SECONDS = 1.0
 DRIFT_REFRESH_SECONDS = 2.5
 DRIFT_POINTS_PER_EPOCH = 5
+ALL_FROZEN_KEY = "all_frozen_warning"  # True after Train was pressed with nothing trainable
 TAB_KEY = "step_tab"  # session-state key of the open tab (tests and scripts may set it)
 TAB_LABELS = ("1 · Model", "2 · Freeze", "3 · Data", "4 · Train", "5 · Drift", "Compare runs",
               "Export", "Pitfall lab", "Lessons")  # fmt: skip
@@ -80,6 +84,8 @@ TRAIN_TAB = TAB_LABELS[3]
 DATASET_TITLES = {key: title for key, (title, _) in BUNDLED_DATASETS.items()}
 
 st.set_page_config(page_title="FreezeLab", page_icon="❄", layout="wide")
+# Streamlit leaves 6rem above the main column for its header; the tabs start right under it.
+st.html("<style>[data-testid='stMainBlockContainer'] { padding-top: 2.5rem; }</style>")
 
 
 # ------------------------------------------------------------------ shared, read-only
@@ -187,7 +193,8 @@ def apply_preset(current: Workspace) -> None:
     preset, notices = parse_query(params)
     st.session_state.preset = preset
     if preset.is_empty:
-        st.session_state.preset_notices = notices
+        for notice in notices:
+            notify(notice)
         return
     try:
         if preset.model is not None and preset.model != DEFAULT_MODEL:
@@ -218,7 +225,9 @@ def apply_preset(current: Workspace) -> None:
     except (ValueError, TypeError) as error:
         notices.append(f"The link's freeze plan could not be applied: {error}")
     st.session_state.training_defaults = preset.training_config(DEFAULT_CONFIG)
-    st.session_state.preset_notices = notices
+    set_setting("validation_fraction", st.session_state.training_defaults.validation_fraction)
+    for notice in notices:
+        notify(notice)
 
 
 def preset() -> Preset:
@@ -234,11 +243,6 @@ def training_defaults() -> TrainingConfig:
 def tree_key(current: Workspace) -> str:
     """The tree component's key: a new one whenever something else changed the flags."""
     return f"layer_tree_{current.revision}"
-
-
-def notify(message: str) -> None:
-    """Keeps a message to show at the top of the next run."""
-    st.session_state.notice = message
 
 
 def on_tree_change() -> None:
@@ -327,7 +331,10 @@ def handle_restore(current: Workspace, data: bytes) -> None:
         current.apply_plan(plan)
         current.revision += 1  # remount the tree on the restored flags
         st.session_state.training_defaults = config.training
-        notify(" ".join(["Restored the freeze plan and settings.", *notices]))
+        set_setting("validation_fraction", config.training.validation_fraction)
+        notify("Restored the freeze plan and settings.", "success")
+        for notice in notices:
+            notify(notice)
     except (ValueError, TypeError, RuntimeError) as error:
         st.session_state.export_error = str(error)
 
@@ -367,7 +374,6 @@ def with_drift_resolution(config: TrainingConfig, num_samples: int) -> TrainingC
 # ----------------------------------------------------------------------------- page
 def main() -> None:
     """Draws the page: sidebar run panel, then the five steps as tabs."""
-    st.session_state.setdefault("notice", None)
     current = workspace()
     training = current.is_training
     save_finished_runs(current)
@@ -376,11 +382,7 @@ def main() -> None:
         st.header(link.title, anchor=False)
     if link.message:
         st.info(link.message)
-    for notice in st.session_state.pop("preset_notices", []):
-        st.warning(f"Link parameter ignored: {notice}")
-    if st.session_state.notice:
-        st.warning(st.session_state.notice)
-        st.session_state.notice = None
+    show_notices()
 
     with st.sidebar:
         st.title("❄ FreezeLab")
@@ -396,20 +398,36 @@ def main() -> None:
             training_defaults(),
             training=training,
             show_settings=not link.hides("settings"),
-            validation_fraction=st.session_state.get(
+            validation_fraction=setting(
                 "validation_fraction", training_defaults().validation_fraction
             ),
         )
     if intent.stop:
         current.stop()
-    if intent.start and intent.config is not None:
+    start = intent.start
+    if start and not intent.phases and current.tree.totals().trainable == 0:
+        st.session_state[ALL_FROZEN_KEY] = True  # say so instead of a fit that changes nothing
+        start = False
+    if st.session_state.get(ALL_FROZEN_KEY) and not training:
+        with st.sidebar:
+            choice = render_all_frozen_warning(current.base_path.rsplit("/", 1)[-1])
+        if choice is not None:
+            st.session_state[ALL_FROZEN_KEY] = False
+            if choice != "fix":
+                st.rerun()  # the warning goes at once
+            current.bulk_action("unfreeze_all")
+            current.bulk_action("freeze_base")
+            start = True
+    if current.tree.totals().trainable > 0:
+        st.session_state[ALL_FROZEN_KEY] = False
+    if start and intent.config is not None:
         config = intent.config
         fit = check_batch_fits(
             current.dataset.num_samples, config.batch_size, config.validation_fraction
         )
         if fit.reduced:
             config = replace(config, batch_size=fit.batch_size)
-            st.session_state.notice = fit.message
+            notify(fit.message)
         try:
             config = with_drift_resolution(config, current.dataset.num_samples)
             if intent.phases:
@@ -477,9 +495,7 @@ def main() -> None:
                 current.dataset,
                 DATASET_TITLES,
                 KERAS_DATASETS,
-                st.session_state.get(
-                    "validation_fraction", training_defaults().validation_fraction
-                ),
+                setting("validation_fraction", training_defaults().validation_fraction),
                 notes=st.session_state.get("data_notes", []),
                 csv_columns_of=csv_columns,
                 disabled=training,
@@ -505,6 +521,9 @@ def main() -> None:
                     render_progress(
                         run.job.progress(), key=f"run{run.run_id}_curves", boundaries=boundaries
                     )
+                    if run.job.progress().done and run.job.recorder.started:
+                        render_verification(run.job.verification())
+                        st.caption("Every layer's drift and the full proof: step **5 · Drift**.")
                     rerun_when_run_ends(current)
 
                 live_or_static(train_view, training)

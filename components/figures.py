@@ -174,7 +174,8 @@ def _base_layout(figure: go.Figure, title: str) -> go.Figure:
         title={"text": title, "x": 0.0, "xanchor": "left"},
         font={"size": _FONT_SIZE},
         hoverlabel={"font_size": _FONT_SIZE},
-        margin={"l": 20, "r": 20, "t": 80, "b": 60},
+        # Room for the title and each subtitle line under it.
+        margin={"l": 20, "r": 20, "t": 60 + 20 * max(1, title.count("<br>")), "b": 60},
     )
     return figure
 
@@ -412,9 +413,10 @@ def drift_heatmap_figure(
     frozen = _frozen_by_path(rows)
     gaps = bool(np.isnan(matrix).any())
     if any(frozen.values()) and gaps:
+        # Two short lines: the heatmap sits in a half-width column and plotly never wraps.
         title += (
-            f"<br><sup>{FROZEN_MARK}Frozen layers are measured at the start and at each epoch "
-            "end (grey between: not measured) and proven bitwise unchanged at the end</sup>"
+            f"<br><sup>{FROZEN_MARK}Frozen: measured at the start and at each epoch end</sup>"
+            "<br><sup>(grey between: not measured), proven bitwise unchanged</sup>"
         )
     names = dict(zip(rows["layer_path"], rows["layer_name"], strict=True))
     depth_of = {path: int((depths or {}).get(path, path.count("/"))) for path in paths}
@@ -791,7 +793,7 @@ def comparison_curves_figure(histories: Mapping[str, Mapping[str, Sequence[float
     Example:
     >>> comparison_curves_figure({"Run 1": {"loss": [1.0, 0.5]}, "Run 2": {"loss": [0.9, 0.7]}})
     """
-    title = "Runs compared: loss and accuracy"
+    title = "Runs compared: loss and accuracy<br><sup>solid: validation · dotted: training</sup>"
     if not any(any(len(v) for v in history.values()) for history in histories.values()):
         return _empty_figure(title, "No finished epochs to compare yet.")
     figure = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"))
@@ -799,6 +801,7 @@ def comparison_curves_figure(histories: Mapping[str, Mapping[str, Sequence[float
         histories.items(), itertools.cycle(COMPARISON_PALETTE), strict=False
     ):
         label = html.escape(str(name))
+        in_legend = False  # one legend entry per run; a click on it toggles all its curves
         for metric, column in (("loss", 1), ("accuracy", 2)):
             for prefix, dash, part in (("val_", "solid", "validation"), ("", "dot", "training")):
                 values = _as_floats(history.get(prefix + metric, []))
@@ -809,8 +812,9 @@ def comparison_curves_figure(histories: Mapping[str, Mapping[str, Sequence[float
                         x=list(range(1, len(values) + 1)),
                         y=values,
                         mode="lines+markers",
-                        name=f"{label} · {part}",
+                        name=label,
                         legendgroup=label,
+                        showlegend=not in_legend,
                         line={"color": color, "dash": dash},
                         hovertemplate=f"{label}<br>{part} {metric}: %{{y:.4g}}<br>"
                         "epoch %{x}<extra></extra>",
@@ -818,6 +822,7 @@ def comparison_curves_figure(histories: Mapping[str, Mapping[str, Sequence[float
                     row=1,
                     col=column,
                 )
+                in_legend = True
     figure.update_xaxes(title_text="Epoch", dtick=1)
     figure.update_yaxes(title_text="Loss", row=1, col=1)
     figure.update_yaxes(title_text="Accuracy", row=1, col=2)

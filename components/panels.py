@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,7 @@ from components.figures import (
     state_drift_figure,
     training_curves_figure,
 )
+from components.state import escape_markdown, kept_widget, show_error
 from models.datasets import train_validation_split
 from models.drift import VerificationResult
 from models.schedule import gradual_schedule, two_phase_schedule
@@ -33,6 +33,7 @@ from models.workspace import ModelTemplate, Run
 LEARNING_RATES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 BATCH_SIZES = (8, 16, 32, 64, 128)
 MAX_LINE_LAYERS = 40
+SCHEDULE_MODES = ("One run", "Two phases", "Gradual unfreezing")
 
 
 # ------------------------------------------------------------------------------ intents
@@ -82,17 +83,6 @@ def render_totals(counts: ParameterCounts) -> None:
 # ------------------------------------------------------------------------- 1 Model
 MODEL_SOURCES = ("Bundled (offline)", "keras.applications", "Your own .keras / .h5 file")
 DATA_SOURCES = ("Bundled (offline)", "keras.datasets", "Zip of class folders", "CSV table")
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
-
-
-def escape_markdown(text: str) -> str:
-    """Escapes Markdown so untrusted names (files, layers, folders) show as plain text."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
-
-
-def show_error(message: str) -> None:
-    """Shows an error message verbatim (names in it are untrusted: no Markdown)."""
-    st.error(escape_markdown(message), icon=":material/error:")
 
 
 @dataclass(frozen=True)
@@ -174,9 +164,11 @@ def render_model_step(
     request: ModelRequest | None = None
     sources = MODEL_SOURCES if allow_upload else MODEL_SOURCES[:2]
     source = (
-        st.radio(
+        kept_widget(
+            st.radio,
             "Where the base model comes from",
-            sources,
+            options=sources,
+            default=sources[0],
             horizontal=True,
             disabled=disabled,
             key="model_source",
@@ -191,9 +183,11 @@ def render_model_step(
             request = ModelRequest("bundled")
     elif source == MODEL_SOURCES[1]:
         keys = list(applications)
-        key = st.selectbox(
+        key = kept_widget(
+            st.selectbox,
             "keras.applications model",
-            keys,
+            options=keys,
+            default=keys[0],
             format_func=lambda k: applications[k].title,
             disabled=disabled,
             key="application_key",
@@ -204,17 +198,19 @@ def render_model_step(
         left.metric("Parameters (no top)", _format_count(entry.num_params))
         middle.metric("Layers", _format_count(entry.num_layers))
         sizes = list(entry.input_sizes)
-        size = right.selectbox(
+        size = kept_widget(
+            right.selectbox,
             "Input size (px)",
-            sizes,
-            index=sizes.index(entry.default_input_size) if entry.default_input_size in sizes else 0,
+            options=sizes,
+            default=entry.default_input_size,
             disabled=disabled,
             key=f"application_size_{key}",
             help="Smaller is much faster on a CPU; ImageNet weights exist for the listed sizes.",
         )
-        pretrained = st.checkbox(
+        pretrained = kept_widget(
+            st.checkbox,
             "Use ImageNet weights (from the Keras cache, or downloaded)",
-            value=True,
+            default=True,
             disabled=disabled,
             key="application_pretrained",
         )
@@ -248,10 +244,11 @@ def render_model_step(
                 f"{_format_count(uploaded.num_params)} parameters"
             )
             choices = list(uploaded.cut_choices)
-            cut = st.selectbox(
+            cut = kept_widget(
+                st.selectbox,
                 "Last layer of the base (a new head replaces everything after it)",
-                choices,
-                index=choices.index(uploaded.default_cut) if uploaded.default_cut in choices else 0,
+                options=choices,
+                default=uploaded.default_cut,
                 disabled=disabled,
                 key="cut_layer",
             )
@@ -317,10 +314,11 @@ def render_bulk_actions(
     left, right = st.columns(2)
     with left:
         paths = [node.path for node in nodes[1:]]
-        target = st.selectbox(
+        target = kept_widget(
+            st.selectbox,
             "Freeze everything up to and including",
-            paths,
-            index=paths.index(base_path) if base_path in paths else 0,
+            options=paths,
+            default=base_path,
             format_func=lambda path: path.split("/", 1)[-1],
             disabled=disabled,
             key="freeze_up_to_target",
@@ -329,11 +327,12 @@ def render_bulk_actions(
             intent = BulkIntent("freeze_up_to", target)
     with right:
         count = len(base_layer_paths)
-        top = st.number_input(
+        top = kept_widget(
+            st.number_input,
             f"Unfreeze only the top N of the base's {count} layers",
+            default=min(2, count),
             min_value=0,
             max_value=max(count, 0),
-            value=min(2, count),
             step=1,
             disabled=disabled,
             key="unfreeze_top_count",
@@ -414,8 +413,9 @@ def _render_data_source(
     disabled: bool,
     allow_upload: bool = True,
 ) -> DataRequest | None:
-    source = st.radio(
-        "Where the data comes from", DATA_SOURCES if allow_upload else DATA_SOURCES[:2],
+    sources = DATA_SOURCES if allow_upload else DATA_SOURCES[:2]
+    source = kept_widget(
+        st.radio, "Where the data comes from", options=sources, default=sources[0],
         horizontal=True, disabled=disabled, key="data_source",
     )  # fmt: skip
     if source == DATA_SOURCES[0]:
@@ -433,13 +433,13 @@ def _render_data_source(
         return None
     if source == DATA_SOURCES[1]:
         keys = list(keras_datasets)
-        key = st.selectbox(
-            "keras.datasets", keys, format_func=lambda k: keras_datasets[k], disabled=disabled,
-            key="keras_dataset_key",
+        key = kept_widget(
+            st.selectbox, "keras.datasets", options=keys, default=keys[0],
+            format_func=lambda k: keras_datasets[k], disabled=disabled, key="keras_dataset_key",
         )  # fmt: skip
-        subset = st.number_input(
-            "Samples to use (a stratified subset keeps training fast on a CPU)",
-            min_value=100, max_value=60_000, value=2_000, step=500, disabled=disabled,
+        subset = kept_widget(
+            st.number_input, "Samples to use (a stratified subset keeps training fast on a CPU)",
+            default=2_000, min_value=100, max_value=60_000, step=500, disabled=disabled,
             key="keras_dataset_subset",
         )  # fmt: skip
         if st.button("Load dataset", type="primary", disabled=disabled, key="load_keras_data"):
@@ -450,9 +450,9 @@ def _render_data_source(
             "A zip with one folder per class (class_name/*.png or *.jpg)",
             type=["zip"], disabled=disabled, key="zip_upload",
         )  # fmt: skip
-        size = st.select_slider(
-            "Resize images to (px)", options=(16, 32, 48, 64, 96, 128), value=64,
-            disabled=disabled, key="zip_image_size",
+        size = kept_widget(
+            st.select_slider, "Resize images to (px)", options=(16, 32, 48, 64, 96, 128),
+            default=64, disabled=disabled, key="zip_image_size",
         )  # fmt: skip
         if upload is not None and st.button(
             "Load images", type="primary", disabled=disabled, key="load_zip"
@@ -472,9 +472,10 @@ def _render_data_source(
     except ValueError as error:
         show_error(str(error))
         return None
-    label = st.selectbox(
-        "Label column", columns, index=len(columns) - 1, disabled=disabled, key="csv_label"
-    )
+    label = kept_widget(
+        st.selectbox, "Label column", options=columns, default=columns[-1], disabled=disabled,
+        key="csv_label",
+    )  # fmt: skip
     st.caption("A CSV trains a small Dense base (two Dense + BatchNormalization blocks).")
     if st.button("Load table", type="primary", disabled=disabled, key="load_csv"):
         return DataRequest("csv", data=upload.getvalue(), filename=upload.name, label_column=label)
@@ -526,11 +527,12 @@ def render_data_step(
     if notes:
         with st.expander(f"Notes from loading ({len(notes)})", expanded=True):
             st.text("\n".join(notes))
-    fraction = st.slider(
+    fraction = kept_widget(
+        st.slider,
         "Validation split",
+        default=float(validation_fraction),
         min_value=0.0,
         max_value=0.5,
-        value=float(validation_fraction),
         step=0.05,
         disabled=disabled,
         key="validation_fraction",
@@ -636,9 +638,11 @@ def render_training_controls(
         config = None
     phases = None
     if show_settings:
-        mode = st.radio(
+        mode = kept_widget(
+            st.radio,
             "Schedule",
-            ("One run", "Two phases", "Gradual unfreezing"),
+            options=SCHEDULE_MODES,
+            default=SCHEDULE_MODES[0],
             horizontal=True,
             disabled=training,
             key="schedule_mode",
@@ -646,28 +650,30 @@ def render_training_controls(
             "learning rate (each phase recompiled; charts mark where phase 2 starts).",
         )
         if mode != "One run":
-            fine_epochs = st.number_input(
+            fine_epochs = kept_widget(
+                st.number_input,
                 "Fine-tuning epochs" if mode == "Two phases" else "Epochs per unfreezing step",
-                min_value=1, max_value=200, value=2 if mode == "Two phases" else 1,
+                min_value=1, max_value=200, default=2 if mode == "Two phases" else 1,
                 disabled=training, key=f"fine_tune_epochs_{mode}",
             )  # fmt: skip
-            fine_rate = st.select_slider(
-                "Fine-tuning learning rate", options=LEARNING_RATES, value=1e-4,
-                format_func=lambda value: f"{value:g}", disabled=training, key="fine_tune_rate",
+            fine_rate = kept_widget(
+                st.select_slider, "Fine-tuning learning rate", options=LEARNING_RATES,
+                default=1e-4, format_func=lambda value: f"{value:g}", disabled=training,
+                key="fine_tune_rate",
             )  # fmt: skip
             if mode == "Two phases":
-                top = st.number_input(
-                    "Unfreeze the top N layers of the base (0 = all)", min_value=0,
-                    max_value=500, value=0, disabled=training, key="fine_tune_top",
+                top = kept_widget(
+                    st.number_input, "Unfreeze the top N layers of the base (0 = all)",
+                    min_value=0, max_value=500, default=0, disabled=training, key="fine_tune_top",
                 )  # fmt: skip
             else:
-                steps = st.number_input(
-                    "Unfreezing steps", min_value=1, max_value=20, value=3, disabled=training,
-                    key="gradual_steps",
+                steps = kept_widget(
+                    st.number_input, "Unfreezing steps", min_value=1, max_value=20, default=3,
+                    disabled=training, key="gradual_steps",
                 )  # fmt: skip
-                block = st.number_input(
-                    "Base layers added per step (top first)", min_value=1, max_value=500,
-                    value=3, disabled=training, key="gradual_block",
+                block = kept_widget(
+                    st.number_input, "Base layers added per step (top first)", min_value=1,
+                    max_value=500, default=3, disabled=training, key="gradual_block",
                 )  # fmt: skip
             try:
                 if mode == "Two phases":
@@ -692,6 +698,32 @@ def render_training_controls(
     )
     stop = stop_column.button("■ Stop", disabled=not training, width="stretch", key="stop_training")
     return TrainIntent(config=config, start=start, stop=stop, phases=phases)
+
+
+def render_all_frozen_warning(base_name: str) -> str | None:
+    """Says that every layer is frozen, so training could change nothing, and offers the fix.
+
+    Args:
+        base_name: The base model's name, for the fix's label.
+
+    Returns:
+        "fix" (freeze only the base, then train), "dismiss", or None when nothing was clicked.
+    """
+    st.warning(
+        "Every layer is frozen (0 trainable parameters), so training would change no weight: "
+        "its loss curves would show only noise. "
+        f"The usual set-up freezes only the base ({escape_markdown(base_name)}) and trains "
+        "the new head on top of it.",
+        icon=":material/ac_unit:",
+    )
+    left, right = st.columns(2)
+    if left.button(
+        "Freeze only the base and train", type="primary", width="stretch", key="fix_all_frozen"
+    ):
+        return "fix"
+    if right.button("Keep my plan", width="stretch", key="dismiss_all_frozen"):
+        return "dismiss"
+    return None
 
 
 def _format_seconds(seconds: float | None) -> str:

@@ -239,7 +239,7 @@ def _whole(name: str, text: str, low: int, high: int, what: str, notices: list[s
         number = None
     if number is None or not low <= number <= high:
         notices.append(
-            f"URL parameter '{name}={_shown(text)}' was ignored: {what} must be a whole number "
+            f"URL parameter {name}={_shown(text)} was ignored: {what} must be a whole number "
             f"from {low} to {high}."
         )
         return None
@@ -256,7 +256,7 @@ def _fraction(
     inside = (low < number if open_low else low <= number) and number <= high
     if not math.isfinite(number) or not inside:
         notices.append(
-            f"URL parameter '{name}={_shown(text)}' was ignored: {what} must be a number from "
+            f"URL parameter {name}={_shown(text)} was ignored: {what} must be a number from "
             f"{low:g} to {high:g}, e.g. {'0.001' if name == 'lr' else '0.2'}."
         )
         return None
@@ -276,7 +276,7 @@ def _parse_freeze(text: str, notices: list[str]) -> str | None:
         if count.isdigit() and int(count) <= MAX_TOP_LAYERS:
             return f"top:{int(count)}"
     notices.append(
-        f"URL parameter 'freeze={_shown(text)}' was ignored: expected one of {list(NAMED_PLANS)}, "
+        f"URL parameter freeze={_shown(text)} was ignored: expected one of {list(NAMED_PLANS)}, "
         f"'up_to:<layer path>' (e.g. up_to:transfer_model/feature_extractor/conv2) or "
         f"'top:<n>' with n from 0 to {MAX_TOP_LAYERS}."
     )
@@ -334,7 +334,7 @@ def parse_query(
     for name in unknown:
         value = _single(name, params[name], [])
         notices.append(
-            f"URL parameter '{_plain_text(name, 40)}={_shown(value)}' is not known and was "
+            f"URL parameter {_plain_text(name, 40)}={_shown(value)} is not known and was "
             f"ignored. Known parameters: {', '.join(PARAMETERS)}."
         )
 
@@ -349,7 +349,7 @@ def parse_query(
             fields["model"] = model
         else:
             notices.append(
-                f"URL parameter 'model={_shown(model)}' was ignored: expected one of "
+                f"URL parameter model={_shown(model)} was ignored: expected one of "
                 f"{known_models}."
             )
     entry = APPLICATION_ENTRIES.get(fields.get("model", ""))
@@ -357,7 +357,7 @@ def parse_query(
     if size is not None:
         if entry is None:
             notices.append(
-                f"URL parameter 'size={_shown(size)}' was ignored: only keras.applications "
+                f"URL parameter size={_shown(size)} was ignored: only keras.applications "
                 "models take an input size (give a model such as model=mobilenet_v2_035)."
             )
         else:
@@ -369,14 +369,14 @@ def parse_query(
     if weights is not None:
         if entry is None:
             notices.append(
-                f"URL parameter 'weights={_shown(weights)}' was ignored: only keras.applications "
+                f"URL parameter weights={_shown(weights)} was ignored: only keras.applications "
                 "models have a choice of weights."
             )
         elif weights in WEIGHT_CHOICES:
             fields["pretrained"] = weights == "imagenet"
         else:
             notices.append(
-                f"URL parameter 'weights={_shown(weights)}' was ignored: expected 'imagenet' "
+                f"URL parameter weights={_shown(weights)} was ignored: expected 'imagenet' "
                 "(pretrained, needs the weights file) or 'random' (random initialisation)."
             )
     data = get("data")
@@ -385,7 +385,7 @@ def parse_query(
             fields["dataset"] = data
         else:
             notices.append(
-                f"URL parameter 'data={_shown(data)}' was ignored: expected one of the bundled "
+                f"URL parameter data={_shown(data)} was ignored: expected one of the bundled "
                 f"datasets {list(BUNDLED_DATASETS)}."
             )
     freeze = get("freeze")
@@ -424,7 +424,7 @@ def parse_query(
             fields["optimizer"] = optimizer.lower()
         else:
             notices.append(
-                f"URL parameter 'opt={_shown(optimizer)}' was ignored: expected one of "
+                f"URL parameter opt={_shown(optimizer)} was ignored: expected one of "
                 f"{sorted(OPTIMIZERS)}."
             )
     if "hide" in params:

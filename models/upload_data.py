@@ -188,6 +188,18 @@ def _decode_image(content: bytes, image_size: int) -> np.ndarray:
     return np.asarray(resized, dtype="uint8")
 
 
+def _decode_failure_reason(error: Exception) -> str:
+    """One short line on why Pillow could not decode an entry (never an object's repr)."""
+    from PIL import UnidentifiedImageError
+
+    if isinstance(error, UnidentifiedImageError):
+        return "its content is not in an image format Pillow can read"
+    text = str(error).strip()
+    # Pillow names the in-memory buffer it read from, "<_io.BytesIO object at 0x...>".
+    text = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", text).strip()
+    return text.splitlines()[0][:120] if text else ""
+
+
 def _limit_warnings(messages: list[str]) -> list[str]:
     if len(messages) <= MAX_LISTED_WARNINGS:
         return messages
@@ -316,7 +328,7 @@ def load_image_zip(
             try:
                 images.append(_decode_image(content, image_size))
             except Exception as error:  # Pillow raises many types for bad files.
-                reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else ""
+                reason = _decode_failure_reason(error)
                 notes.append(
                     f"Skipped {member.display_path!r}: it cannot be decoded as an image "
                     f"({type(error).__name__}{': ' + reason if reason else ''})."

@@ -227,3 +227,33 @@ def test_the_app_never_resets_keras_for_everyone():
     # Streamlit itself calls clear_session() after every run; app.py must switch that off.
     AppTest.from_file(APP, default_timeout=120).run()
     assert getattr(keras.backend.clear_session, "_freezelab_guard", False)
+
+
+def test_training_with_every_layer_frozen_is_explained_and_fixed_in_one_click(app):
+    workspace = app.session_state["workspace"]
+    workspace.bulk_action("freeze_all")  # as the tree's first checkbox does
+    app.run()
+    button(app, "▶ Train").click().run()
+    assert not app.exception
+    assert workspace.latest_run is None  # no fit that can change nothing
+    assert any("Every layer is frozen" in w.value for w in app.sidebar.warning)
+    button(app, "Freeze only the base and train").click().run()
+    assert not app.exception
+    run = workspace.latest_run
+    assert run is not None and run.frozen_paths == workspace.tree.frozen_paths()
+    reference = build_default_transfer_model()
+    reference.get_layer("feature_extractor").trainable = False
+    assert run.counts.trainable == keras_counts(reference)[0] > 0
+    wait_for_run(app)
+    assert not app.sidebar.warning
+    # The proof shows where a newcomer looks, in the Train step, not only under Drift.
+    assert app.session_state["step_tab"] == "4 · Train"
+    assert any("frozen layers are bitwise unchanged" in s.value for s in app.success)
+
+
+def test_keep_my_plan_dismisses_the_all_frozen_warning(app):
+    app.session_state["workspace"].bulk_action("freeze_all")
+    app.run()
+    button(app, "▶ Train").click().run()
+    button(app, "Keep my plan").click().run()
+    assert not app.sidebar.warning and app.session_state["workspace"].latest_run is None

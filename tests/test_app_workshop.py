@@ -29,7 +29,8 @@ def test_an_instructor_link_sets_up_the_room_and_hides_controls():
     assert workspace.dataset.name == "shapes"
     assert not workspace.tree.node(BASE).trainable
     assert any(h.value == "Room 1" for h in at.header)
-    assert any("opt" in w.value and "adamax" in w.value for w in at.warning)
+    [notice] = [w.value for w in at.warning if "adamax" in w.value]
+    assert "opt=" in notice and notice.count("ignored") == 1 and "''" not in notice
     assert "model_source" not in [r.key for r in at.radio]  # the Model tab opens first
     assert "data_source" in [r.key for r in open_tab(at, "3 · Data").radio]
     assert not at.sidebar.number_input  # settings hidden: the instructor's are used
@@ -66,6 +67,8 @@ def test_export_shows_runnable_code_and_restores_an_uploaded_config():
     assert workspace.tree.frozen_paths() == plan
     assert at.session_state["training_defaults"].epochs == 4
     assert at.sidebar.number_input[0].value == 4
+    assert any("Restored the freeze plan and settings" in s.value for s in at.success)
+    assert not any("Restored" in w.value for w in at.warning)
 
 
 def test_a_broken_config_upload_is_explained():

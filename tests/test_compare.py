@@ -38,8 +38,14 @@ def test_curves_overlay_every_run_with_its_own_colour():
     assert len(figure.data) == 8
     colours = {trace.legendgroup: trace.line.color for trace in figure.data}
     assert colours == {"frozen base": COMPARISON_PALETTE[0], "fine-tuned": COMPARISON_PALETTE[1]}
-    validation = [t for t in figure.data if t.name == "fine-tuned · validation" and t.xaxis == "x"]
+    validation = [
+        t for t in figure.data if t.name == "fine-tuned" and t.line.dash == "solid" and t.xaxis == "x"
+    ]
     assert list(validation[0].y) == [1.0, 0.4]
+    # The legend names each run once; the subtitle says which line style is which.
+    in_legend = [trace.name for trace in figure.data if trace.showlegend is not False]
+    assert in_legend == ["frozen base", "fine-tuned"]
+    assert "solid: validation" in figure.layout.title.text
 
 
 def test_empty_comparison_says_so():

@@ -225,6 +225,11 @@ def test_heatmap_matrix_is_layers_by_steps_in_model_order(trained):
         blank = [step for step, value in zip(steps, row, strict=True) if np.isnan(value)]
         assert blank == ([2, 6, 10] if path in FROZEN_PATHS else []), path
     assert "measured at the start and at each epoch end" in figure.layout.title.text
+    # The heatmap sits in a half-width column and plotly never wraps a title: short lines only,
+    # and the top margin grows with them.
+    title_lines = re.sub(r"<[^>]+>", "\n", figure.layout.title.text).split("\n")
+    assert max(len(line) for line in title_lines) <= 60, title_lines
+    assert figure.layout.margin.t >= 60 + 20 * figure.layout.title.text.count("<br>")
     assert figure.layout.plot_bgcolor == figures.GAP_COLOR  # a gap reads as "not measured"
     assert [row[0] for row in heatmap.text] == expected  # the hover path of each row
     assert "%{text}" in heatmap.hovertemplate and "%{z:" in heatmap.hovertemplate

@@ -302,6 +302,7 @@ def test_a_zip_of_class_folders_becomes_a_dataset_and_skipped_files_are_named():
     text = "\n".join(notes)
     assert "Skipped 'pets/cats/notes.txt': not an image file (extension .txt" in text
     assert "Skipped 'pets/cats/broken.png': it cannot be decoded as an image" in text
+    assert "object at 0x" not in text  # the file's name, never Pillow's buffer repr
     assert "Ignored 'pets/dogs/link.png': it is a symbolic link." in text
     assert "Ignored 2 hidden or system entries" in text
 

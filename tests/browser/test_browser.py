@@ -90,6 +90,15 @@ def test_newcomer_freezes_the_feature_extractor_trains_and_sees_the_proof(page: 
     assert any(max(trace["y"]) > 0 for trace in trainable_traces)
 
 
+def test_each_tab_starts_right_under_the_header(page: Page, app_url):
+    open_app(page, app_url)
+    for tab in ("1 · Model", "2 · Freeze", "4 · Train"):
+        go(page, tab)
+        wait_for_app(page)
+        top = page.get_by_role("tab", name=tab).bounding_box()["y"]
+        assert top < 70, f"{top:.0f} px of blank space above the {tab} tab"
+
+
 def test_tri_state_and_the_effective_state_badge(page: Page, app_url):
     open_app(page, app_url)
     go(page, "2 · Freeze")
