@@ -16,6 +16,7 @@ from components.panels import (
     DataRequest,
     ModelRequest,
     UploadedModelInfo,
+    download_progress,
     render_all_frozen_warning,
     render_bulk_actions,
     render_comparison,
@@ -42,6 +43,7 @@ from models.datasets import (
     ImageDataset,
     load_bundled_dataset,
 )
+from models.download import ProgressCallback
 from models.export import parse_run_config, plan_from_config, run_config
 from models.keras_datasets import KERAS_DATASETS, load_keras_dataset
 from models.presets import Preset, parse_query, resolve_frozen_paths
@@ -53,6 +55,7 @@ from models.run_store import (
     new_session_id,
 )
 from models.training import TrainingConfig, TrainingSlots
+from models.transfer import describe_input_adaptation
 from models.tree import LayerTree
 from models.upload_data import (
     check_batch_fits,
@@ -102,15 +105,21 @@ def cached_dataset(key: str) -> ImageDataset:
 
 
 @st.cache_resource(show_spinner="Building the keras.applications model...", max_entries=12)
-def cached_application(key: str, input_size: int, pretrained: bool) -> ModelTemplate:
+def cached_application(
+    key: str, input_size: int, pretrained: bool, _on_progress: ProgressCallback | None = None
+) -> ModelTemplate:
     """keras.applications templates, shared read-only (ImageNet weights from the Keras cache)."""
-    return load_template(key, input_size=input_size, pretrained=pretrained)
+    return load_template(
+        key, input_size=input_size, pretrained=pretrained, on_progress=_on_progress
+    )
 
 
 @st.cache_resource(show_spinner="Loading from the Keras cache...", max_entries=6)
-def cached_keras_dataset(key: str, subset_size: int) -> ImageDataset:
-    """keras.datasets subsets, shared read-only."""
-    return load_keras_dataset(key, subset_size)
+def cached_keras_dataset(
+    key: str, subset_size: int, _on_progress: ProgressCallback | None = None
+) -> ImageDataset:
+    """keras.datasets subsets, shared read-only (the underscore keeps the callback unhashed)."""
+    return load_keras_dataset(key, subset_size, on_progress=_on_progress)
 
 
 @st.cache_resource
@@ -266,7 +275,9 @@ def handle_model_request(current: Workspace, request: ModelRequest) -> None:
         elif request.kind in ("application", "application_random"):
             st.session_state.weights_error = None
             try:
-                template = cached_application(request.key, request.input_size, request.pretrained)
+                template = cached_application(
+                    request.key, request.input_size, request.pretrained, download_progress()
+                )
             except WeightsUnavailableError as error:
                 st.session_state.weights_error = str(error)
                 return
@@ -298,7 +309,9 @@ def handle_data_request(current: Workspace, request: DataRequest) -> None:
         if request.kind == "bundled":
             dataset = cached_dataset(request.key)
         elif request.kind == "keras":
-            dataset = cached_keras_dataset(request.key, request.subset_size)
+            dataset = cached_keras_dataset(
+                request.key, request.subset_size, download_progress()
+            )
         elif request.kind == "zip":
             dataset, notes = load_image_zip(
                 request.data, image_size=request.image_size, filename=request.filename
@@ -501,6 +514,7 @@ def main() -> None:
                 disabled=training,
                 allow_change=not link.hides("data"),
                 allow_upload=not link.hides("upload"),
+                model_input=getattr(describe_input_adaptation(current.model), "text", None),
             )
             if data_request is not None:
                 handle_data_request(current, data_request)

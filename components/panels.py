@@ -24,6 +24,7 @@ from components.figures import (
 )
 from components.state import escape_markdown, kept_widget, show_error
 from models.datasets import train_validation_split
+from models.download import ProgressCallback, progress_text
 from models.drift import VerificationResult
 from models.schedule import gradual_schedule, two_phase_schedule
 from models.training import OPTIMIZERS, JobState, TrainingConfig, TrainingProgress
@@ -78,6 +79,23 @@ def render_totals(counts: ParameterCounts) -> None:
     columns[1].metric("Non-trainable params", _format_count(counts.non_trainable))
     columns[2].metric("Total params", _format_count(counts.total))
     columns[3].metric("Trainable", f"{counts.trainable_fraction:.1%}")
+
+
+def download_progress() -> ProgressCallback:
+    """A callback for `models.download` that shows a progress bar once a download starts.
+
+    Returns:
+        `on_progress(bytes_done, bytes_total)`; nothing is drawn when nothing downloads.
+    """
+    bar: list[Any] = []
+
+    def on_progress(done: int, total: int | None) -> None:
+        if not bar:
+            bar.append(st.progress(0.0, text="Downloading..."))
+        fraction = min(done / total, 1.0) if total else 0.0
+        bar[0].progress(fraction, text=f"Downloading: {progress_text(done, total)}")
+
+    return on_progress
 
 
 # ------------------------------------------------------------------------- 1 Model
@@ -317,6 +335,12 @@ def render_bulk_actions(
         target = kept_widget(
             st.selectbox,
             "Freeze everything up to and including",
+            help=(
+                "Sets trainable = False on the chosen layer and on every layer before it in "
+                "model order (nested layers included), and True on every layer after it. "
+                "Layers without weights (activations, pooling) have nothing to freeze: choosing "
+                "one freezes the same weights as choosing the last layer with weights before it."
+            ),
             options=paths,
             default=base_path,
             format_func=lambda path: path.split("/", 1)[-1],
@@ -329,7 +353,14 @@ def render_bulk_actions(
         count = len(base_layer_paths)
         top = kept_widget(
             st.number_input,
-            f"Unfreeze only the top N of the base's {count} layers",
+            f"Unfreeze the top N of the base's {count} layers with weights",
+            help=(
+                "The Keras fine-tuning recipe: base.trainable = True, then every layer below "
+                "the top N layers with weights is frozen. Only layers with trainable weights "
+                "(convolutions, dense, BatchNormalization) are counted; layers without weights "
+                "(activations, pooling, dropout) have nothing to train, so they are skipped in "
+                "the count and follow their place: frozen below the cut, trainable above it."
+            ),
             default=min(2, count),
             min_value=0,
             max_value=max(count, 0),
@@ -493,6 +524,7 @@ def render_data_step(
     disabled: bool,
     allow_change: bool = True,
     allow_upload: bool = True,
+    model_input: str | None = None,
 ) -> tuple[DataRequest | None, float]:
     """Renders the data source picker, the dataset's numbers, class balance and samples.
 
@@ -506,6 +538,8 @@ def render_data_step(
         disabled: True while training runs.
         allow_change: False when an instructor's link hides the data choice.
         allow_upload: False when an instructor's link hides uploads.
+        model_input: The resolution the model sees next to the data's own
+            (`models.transfer.describe_input_adaptation(model).text`), or None.
 
     Returns:
         `(request, validation_fraction)`: what the user asked (or None) and the split.
@@ -553,6 +587,8 @@ def render_data_step(
     columns[3].metric(
         "Image size" if len(shape) == 3 else "Features", " x ".join(str(s) for s in shape)
     )
+    if model_input:
+        st.caption(escape_markdown(model_input))
     left, right = st.columns([1, 2])
     with left:
         st.markdown("**Class balance**")

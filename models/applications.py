@@ -14,6 +14,7 @@ from typing import Any
 
 import keras
 
+from models.download import DownloadError, ProgressCallback, download_file
 from models.layers import IMAGENET_STD_RGB
 from models.workspace import ModelTemplate
 
@@ -482,16 +483,20 @@ def build_application_base(
     pretrained: bool,
     cache_dir: str | os.PathLike | None = None,
     allow_download: bool = True,
+    on_progress: ProgressCallback | None = None,
 ) -> tuple[keras.Model, bool]:
     """Builds a keras.applications base without its top, pretrained or randomly initialised.
 
     With `pretrained=True` the ImageNet weights come from the Keras cache file
     (`imagenet_weights_path`) when it exists: its path is passed as `weights=` so nothing is
-    downloaded or re-hashed. Otherwise, if `allow_download`, Keras's own
-    `keras.utils.get_file` downloads it into the cache (checking Keras's hash). Any failure
-    (no network, a corrupt or wrong file) raises `WeightsUnavailableError`. EfficientNet gets
-    the extra rescaling layer Keras adds for ImageNet weights, so its features match
-    `EfficientNetB0(weights="imagenet")` exactly.
+    downloaded or re-hashed. Otherwise, if `allow_download`, `models.download.download_file`
+    downloads it from Keras's URL into the same cache file, checking Keras's hash where Keras
+    has one, with a timeout on a stalled connection (`$FREEZELAB_DOWNLOAD_TIMEOUT_S`, default
+    20 s) and progress reports; a failed download leaves nothing in the cache. Any failure
+    (no network, a stall, a corrupt or wrong file) raises `WeightsUnavailableError`, whose
+    message offers the offline ways out. EfficientNet gets the extra rescaling layer Keras
+    adds for ImageNet weights, so its features match `EfficientNetB0(weights="imagenet")`
+    exactly.
 
     Args:
         key: A key of `APPLICATIONS`.
@@ -499,6 +504,9 @@ def build_application_base(
         pretrained: True for ImageNet weights, False for random initialisation.
         cache_dir: The Keras cache folder; None for `$KERAS_HOME` or `~/.keras`.
         allow_download: Whether a missing weights file may be downloaded.
+        on_progress: Called as `on_progress(bytes_done, bytes_total)` while the weights
+            download (`bytes_total` is None when the server sends no size); not called when
+            the file is already in the cache. Its exceptions propagate unchanged.
 
     Returns:
         `(base, is_pretrained)`: the uncompiled Functional model taking
@@ -528,21 +536,19 @@ def build_application_base(
                 entry, size, folder, f"'{path.name}' is not in {folder} and downloading is off."
             )
         try:
-            downloaded = keras.utils.get_file(
-                path.name,
-                origin=entry.weights_url(size),
-                cache_subdir=MODELS_SUBDIR,
-                cache_dir=str(folder.parent),
+            download_file(
+                entry.weights_url(size),
+                path,
                 file_hash=entry.weights_file_hash,
+                on_progress=on_progress,
             )
-        except Exception as error:  # Keras raises bare Exceptions for network failures.
+        except DownloadError as error:
             raise _unavailable(
                 entry,
                 size,
                 folder,
-                f"'{path.name}' is not in {folder} and downloading it failed ({_describe(error)}).",
+                f"'{path.name}' is not in {folder} and downloading it failed: {error.reason}",
             ) from error
-        path = Path(downloaded)
     try:
         base = _build_from_file(entry, size, path)
     except Exception as error:
@@ -575,6 +581,7 @@ def application_template(
     *,
     cache_dir: str | os.PathLike | None = None,
     allow_download: bool = True,
+    on_progress: ProgressCallback | None = None,
 ) -> ModelTemplate:
     """Builds a catalogue model and captures it as a read-only `ModelTemplate`.
 
@@ -588,6 +595,8 @@ def application_template(
         pretrained: Whether to load ImageNet weights (see `build_application_base`).
         cache_dir: The Keras cache folder; None for `$KERAS_HOME` or `~/.keras`.
         allow_download: Whether a missing weights file may be downloaded.
+        on_progress: Called as `on_progress(bytes_done, bytes_total)` while the weights
+            download (see `build_application_base`).
 
     Returns:
         A `ModelTemplate` whose key is e.g. "resnet50@96:imagenet" or "resnet50@96:random".
@@ -604,7 +613,12 @@ def application_template(
     entry = get_application_entry(key)
     size = entry.default_input_size if input_size is None else validate_input_size(key, input_size)
     base, is_pretrained = build_application_base(
-        key, size, pretrained=pretrained, cache_dir=cache_dir, allow_download=allow_download
+        key,
+        size,
+        pretrained=pretrained,
+        cache_dir=cache_dir,
+        allow_download=allow_download,
+        on_progress=on_progress,
     )
     if is_pretrained:
         weights_text = "Pretrained on ImageNet (Keras's weights)."

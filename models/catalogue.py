@@ -8,6 +8,7 @@ from types import MappingProxyType
 
 from models.applications import APPLICATIONS, application_template
 from models.bundled import load_bundled_base, load_bundled_metadata
+from models.download import ProgressCallback
 from models.workspace import ModelTemplate
 
 BUNDLED_MODEL_KEY = "bundled_digits_cnn"
@@ -53,6 +54,7 @@ def load_template(
     pretrained: bool = True,
     cache_dir: str | os.PathLike | None = None,
     allow_download: bool = True,
+    on_progress: ProgressCallback | None = None,
 ) -> ModelTemplate:
     """Loads the template for a catalogue key: the bundled model or a keras.applications base.
 
@@ -64,6 +66,8 @@ def load_template(
             initialisation (False). Ignored for the bundled model.
         cache_dir: For keras.applications bases: the Keras cache folder.
         allow_download: For keras.applications bases: whether weights may be downloaded.
+        on_progress: For keras.applications bases: called as `on_progress(bytes_done,
+            bytes_total)` while weights download (`bytes_total` None when unknown).
 
     Returns:
         The `ModelTemplate`.
@@ -86,6 +90,7 @@ def load_template(
             pretrained,
             cache_dir=cache_dir,
             allow_download=allow_download,
+            on_progress=on_progress,
         )
     raise ValueError(
         f"Unknown model '{key}'. Expected one of "

@@ -1,4 +1,4 @@
-"""keras.datasets (MNIST, Fashion-MNIST, CIFAR-10) from the Keras cache, or downloaded by Keras."""
+"""keras.datasets (MNIST, Fashion-MNIST, CIFAR-10) from the Keras cache, downloaded if missing."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import keras
 import numpy as np
 
 from models.applications import keras_cache_dir
 from models.datasets import ImageDataset
+from models.download import DownloadError, ProgressCallback, download_file
 
 DATASETS_SUBDIR = "datasets"
 FASHION_MNIST_FOLDER = "fashion-mnist"
@@ -54,6 +54,21 @@ _CIFAR10_CLASSES = (
 
 
 @dataclass(frozen=True)
+class DatasetDownload:
+    """One file `keras.datasets.<name>.load_data()` downloads, as FreezeLab downloads it.
+
+    Attributes:
+        url: Where Keras downloads it from.
+        file: Where Keras keeps it, relative to `<cache>/datasets`.
+        file_hash: The sha256 Keras checks (None: Keras checks none).
+    """
+
+    url: str
+    file: str
+    file_hash: str | None = None
+
+
+@dataclass(frozen=True)
 class KerasDatasetEntry:
     """One keras.datasets dataset FreezeLab offers (its training split).
 
@@ -62,7 +77,8 @@ class KerasDatasetEntry:
         title: Human name.
         description: One or two sentences.
         files: The files Keras keeps in `<cache>/datasets`, relative to it.
-        urls: Where Keras downloads them from.
+        downloads: The files of the training split Keras downloads (same URLs, same places
+            in the cache, same hashes); `urls` lists their URLs.
         class_names: Class names in label order.
         image_shape: Shape of one image, `(height, width, channels)`.
         num_train_samples: Images in the full training split.
@@ -72,10 +88,15 @@ class KerasDatasetEntry:
     title: str
     description: str
     files: tuple[str, ...]
-    urls: tuple[str, ...]
+    downloads: tuple[DatasetDownload, ...]
     class_names: tuple[str, ...]
     image_shape: tuple[int, int, int]
     num_train_samples: int
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """Where Keras downloads the training split's files from."""
+        return tuple(download.url for download in self.downloads)
 
 
 _ENTRIES = (
@@ -84,7 +105,13 @@ _ENTRIES = (
         title="MNIST digits",
         description="28x28 grayscale handwritten digits 0-9 (60,000 training images).",
         files=("mnist.npz",),
-        urls=(_TF_KERAS_DATASETS_URL + "mnist.npz",),
+        downloads=(
+            DatasetDownload(
+                _TF_KERAS_DATASETS_URL + "mnist.npz",
+                "mnist.npz",
+                "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1",
+            ),
+        ),
         class_names=tuple(str(digit) for digit in range(10)),
         image_shape=(28, 28, 1),
         num_train_samples=60_000,
@@ -99,9 +126,9 @@ _ENTRIES = (
             f"{FASHION_MNIST_FOLDER}/train-labels-idx1-ubyte.gz",
             f"{FASHION_MNIST_FOLDER}/train-images-idx3-ubyte.gz",
         ),
-        urls=(
-            _TF_KERAS_DATASETS_URL + "fashion-mnist/train-labels-idx1-ubyte.gz",
-            _TF_KERAS_DATASETS_URL + "fashion-mnist/train-images-idx3-ubyte.gz",
+        downloads=tuple(
+            DatasetDownload(_TF_KERAS_DATASETS_URL + name, f"{FASHION_MNIST_FOLDER}/{name}")
+            for name in ("train-labels-idx1-ubyte.gz", "train-images-idx3-ubyte.gz")
         ),
         class_names=_FASHION_CLASSES,
         image_shape=(28, 28, 1),
@@ -115,7 +142,13 @@ _ENTRIES = (
             "frog, horse, ship, truck; 50,000 training images)."
         ),
         files=tuple(f"{CIFAR10_FOLDERS[0]}/data_batch_{index}" for index in range(1, 6)),
-        urls=("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",),
+        downloads=(
+            DatasetDownload(
+                "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                CIFAR10_ARCHIVES[0],  # read without extracting it (see _load_cifar10)
+                "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
+            ),
+        ),
         class_names=_CIFAR10_CLASSES,
         image_shape=(32, 32, 3),
         num_train_samples=50_000,
@@ -269,10 +302,29 @@ _CACHE_LOADERS = {
 }
 
 
-def _download_with_keras(name: str) -> tuple[np.ndarray, np.ndarray]:
-    module = getattr(keras.datasets, name)
-    (x_train, y_train), _ = module.load_data()
-    return np.asarray(x_train), np.asarray(y_train).reshape(-1)
+def _download_missing(
+    entry: KerasDatasetEntry, folder: Path, on_progress: ProgressCallback | None
+) -> None:
+    """Downloads the entry's files that are not in `folder`, reporting one running total.
+
+    The total is only known (not None) while the last file downloads.
+    """
+    missing = [download for download in entry.downloads if not (folder / download.file).is_file()]
+    finished = 0
+    for index, download in enumerate(missing):
+        is_last = index == len(missing) - 1
+
+        def report(
+            done: int, total: int | None, finished: int = finished, is_last: bool = is_last
+        ) -> None:
+            if on_progress is not None:
+                known = is_last and total is not None
+                on_progress(finished + done, finished + total if known else None)
+
+        path = download_file(
+            download.url, folder / download.file, file_hash=download.file_hash, on_progress=report
+        )
+        finished += path.stat().st_size
 
 
 def _stratified_subset(y: np.ndarray, subset_size: int, seed: int) -> np.ndarray:
@@ -302,6 +354,7 @@ def load_keras_dataset(
     cache_dir: str | os.PathLike | None = None,
     allow_download: bool = True,
     seed: int = 0,
+    on_progress: ProgressCallback | None = None,
 ) -> ImageDataset:
     """Loads the training split of MNIST, Fashion-MNIST or CIFAR-10 as an `ImageDataset`.
 
@@ -309,8 +362,13 @@ def load_keras_dataset(
     `fashion-mnist/train-*-idx*-ubyte.gz`; `cifar-10-batches-py-target/cifar-10-batches-py/`
     or `cifar-10-batches-py/`, or the `cifar-10-python.tar.gz` archive) and reads them
     directly: no network, no hash check (CIFAR's pickles with a restricted unpickler). If they
-    are missing and `allow_download`, calls the matching `keras.datasets.<name>.load_data()`,
-    which downloads into Keras's cache. Any failure raises `DatasetUnavailableError`.
+    are missing and `allow_download`, downloads the training split's files from the URLs
+    `keras.datasets.<name>.load_data()` uses into the same places in the cache, checking
+    Keras's hash where Keras has one (CIFAR-10's archive is kept as Keras keeps it and read
+    without extracting), with a timeout on a stalled connection
+    (`$FREEZELAB_DOWNLOAD_TIMEOUT_S`, default 20 s) and progress reports; a failed download
+    leaves nothing in the cache. Any failure raises `DatasetUnavailableError`, whose message
+    names the files, the folder to put them in by hand and the bundled datasets.
 
     Args:
         name: One of `KERAS_DATASETS`: "mnist", "fashion_mnist" or "cifar10".
@@ -318,8 +376,12 @@ def load_keras_dataset(
             one per class); None keeps the full training split (CIFAR-10 takes 600 MB as
             float32, so pick a subset on small machines).
         cache_dir: The Keras cache folder; None for `$KERAS_HOME` or `~/.keras`.
-        allow_download: Whether missing files may be downloaded by Keras.
+        allow_download: Whether missing files may be downloaded.
         seed: Seed of the subset choice.
+        on_progress: Called as `on_progress(bytes_done, bytes_total)` while files download
+            (a running total over the dataset's files; `bytes_total` is None until the
+            last file's size is known); not called when everything is in the cache. Its
+            exceptions propagate unchanged.
 
     Returns:
         An `ImageDataset` with x of shape `(N, 28, 28, 1)` or `(N, 32, 32, 3)` in [0, 1].
@@ -373,16 +435,32 @@ def load_keras_dataset(
                 files=entry.files,
             )
         try:
-            arrays = _download_with_keras(name)
-        except Exception as error:  # Keras raises bare Exceptions for network failures.
+            _download_missing(entry, folder, on_progress)
+        except DownloadError as error:
             raise DatasetUnavailableError(
                 f"{entry.title} is not in the Keras cache ({folder}) and downloading it "
-                f"failed ({_describe(error)}). {advice}",
+                f"failed: {error.reason} {advice}",
                 key=name,
                 folder=folder,
                 files=entry.files,
             ) from error
-        source = "keras.datasets (downloaded)"
+        try:
+            arrays = _CACHE_LOADERS[name](folder)
+        except Exception as error:
+            arrays, read_error = None, f" ({_describe(error)})"
+        else:
+            read_error = ""
+        if arrays is None:
+            raise DatasetUnavailableError(
+                f"{entry.title} was downloaded into the Keras cache ({folder}) but cannot be "
+                f"read{read_error}; the files there may be incomplete. Delete "
+                f"{', '.join(download.file for download in entry.downloads)} and try again, "
+                "or use one of the bundled datasets, which need no download.",
+                key=name,
+                folder=folder,
+                files=entry.files,
+            )
+        source = f"the Keras cache ({folder}, just downloaded)"
 
     x, y = arrays
     y = np.asarray(y).reshape(-1).astype("int64")

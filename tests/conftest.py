@@ -30,6 +30,7 @@ def offline_keras_home(tmp_path, monkeypatch):
     monkeypatch.setattr("keras.src.backend.config._KERAS_DIR", str(home))
     monkeypatch.setattr(keras.utils, "get_file", _no_network)
     monkeypatch.setattr("keras.src.utils.file_utils.urlretrieve", _no_network)
+    monkeypatch.setattr("models.download.urlopen", _no_network)
     return home
 
 

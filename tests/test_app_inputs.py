@@ -260,3 +260,19 @@ def test_nan_loss_during_training_shows_a_clear_message(tmp_path):
     assert workspace.latest_run.job.progress().state.value == "failed"
     assert "training diverged" in errors(at).replace("\\", "")
     assert not at.exception
+
+
+def test_download_progress_shows_a_bar_only_once_bytes_arrive():
+    def page():
+        from components.panels import download_progress
+
+        quiet = download_progress()  # a cached file: the callback is never called
+        del quiet
+        report = download_progress()
+        report(0, 2_000_000)
+        report(500_000, 2_000_000)
+
+    at = AppTest.from_function(page).run()
+    assert not at.exception
+    [bar] = at.get("progress")
+    assert bar.proto.value == 25 and "500.0 kB of 2.0 MB" in bar.proto.text

@@ -1,12 +1,19 @@
 """Tests for models/applications.py, ImagenetPreprocessing and the catalogue: offline only."""
 
+import dataclasses
+import hashlib
 import shutil
+import time
+import urllib.error
+import urllib.request
 import warnings
 
 import keras
 import numpy as np
 import pytest
 
+import models.applications
+import models.download
 from models.applications import (
     APPLICATION_ENTRIES,
     APPLICATIONS,
@@ -26,10 +33,31 @@ from models.catalogue import (
     load_template,
 )
 from models.datasets import load_bundled_dataset
+from models.download import DOWNLOAD_TIMEOUT_ENV
 from models.layers import ImagenetPreprocessing
 from models.transfer import build_transfer_model
 from models.tree import LayerTree
 from models.workspace import ModelTemplate, Workspace
+from tests.test_download import cache_listing, running_server
+
+
+def _no_network(*args, **kwargs):
+    raise urllib.error.URLError("network disabled in tests")
+
+
+@pytest.fixture(autouse=True)
+def _offline_downloads(monkeypatch):
+    """FreezeLab's own downloader meets a blocked network too (see models.download)."""
+    monkeypatch.setattr(models.download, "urlopen", _no_network)
+
+
+@pytest.fixture
+def local_server(monkeypatch):
+    """A local HTTP server (tests/test_download.py); downloads reach it, nothing else."""
+    monkeypatch.setattr(models.download, "urlopen", urllib.request.urlopen)
+    with running_server() as server:
+        yield server
+
 
 pytestmark = pytest.mark.usefixtures("offline_keras_home")
 
@@ -243,13 +271,14 @@ def test_missing_weights_offline_name_model_file_folder_and_the_way_out(offline_
     assert error.folder == offline_keras_home / "models"
 
 
-def test_no_network_download_failure_is_explained():
+def test_no_network_download_failure_is_explained(offline_keras_home):
     with pytest.raises(WeightsUnavailableError) as raised:
         application_template("vgg16", 32, pretrained=True)
     message = str(raised.value)
-    assert "downloading it failed (URLError" in message
-    assert "network disabled in tests" in message
+    assert "downloading it failed: the connection failed (network disabled in tests)." in message
     assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in message
+    assert "continue with random initialisation" in message
+    assert cache_listing(offline_keras_home / "models") == []
 
 
 def test_pretrained_weights_load_from_the_keras_cache_without_network(offline_keras_home):
@@ -274,31 +303,85 @@ def test_pretrained_weights_load_from_the_keras_cache_without_network(offline_ke
         np.testing.assert_array_equal(expected, received)
 
 
-def test_download_uses_keras_get_file_into_the_cache(offline_keras_home, monkeypatch):
+def _serve_weights(monkeypatch, server, key, body, file_hash):
+    """Points a catalogue entry's weights URL at the local server, serving `body`."""
+    entry = dataclasses.replace(
+        APPLICATION_ENTRIES[key], weights_origin=server.url("weights/"), weights_file_hash=file_hash
+    )
+    monkeypatch.setattr(
+        models.applications, "APPLICATION_ENTRIES", {**APPLICATION_ENTRIES, key: entry}
+    )
+    return entry, server.serve(f"weights/{entry.weights_file_name(96)}", body)
+
+
+def test_missing_weights_are_downloaded_into_the_cache_with_progress(
+    offline_keras_home, monkeypatch, tmp_path, local_server
+):
     keras.utils.set_random_seed(3)
-    source = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
-    calls = []
+    source, _ = build_application_base("mobilenet_v2_035", 96, pretrained=False)
+    served = tmp_path / "served.h5"
+    save_as_keras_weights_file(source, served)
+    body = served.read_bytes()
+    entry, url = _serve_weights(
+        monkeypatch, local_server, "mobilenet_v2_035", body, hashlib.md5(body).hexdigest()
+    )
+    reports = []
 
-    def fake_get_file(fname, origin, cache_subdir, cache_dir, file_hash):
-        calls.append((fname, origin, cache_subdir, cache_dir, file_hash))
-        path = offline_keras_home / cache_subdir / fname
-        save_as_keras_weights_file(source, path)
-        return str(path)
+    keras.utils.set_random_seed(4)  # a different random draw, so equality proves the load
+    template = application_template(
+        "mobilenet_v2_035", 96, on_progress=lambda *report: reports.append(report)
+    )
+    assert template.pretrained and template.key == "mobilenet_v2_035@96:imagenet"
+    assert url == entry.weights_url(96)
+    assert local_server.requests == [f"/weights/{entry.weights_file_name(96)}"]
+    path = imagenet_weights_path("mobilenet_v2_035", 96)
+    assert path.read_bytes() == body
+    assert cache_listing(path.parent) == [entry.weights_file_name(96)]
+    assert reports[0] == (0, len(body)) and reports[-1] == (len(body), len(body))
+    for expected, received in zip(source.get_weights(), template.weights, strict=True):
+        np.testing.assert_array_equal(expected, received)
 
-    monkeypatch.setattr(keras.utils, "get_file", fake_get_file)
-    base, is_pretrained = build_application_base("vgg16", 32, pretrained=True)
-    assert is_pretrained
-    entry = APPLICATION_ENTRIES["vgg16"]
-    assert calls == [
-        (
-            entry.weights_file,
-            entry.weights_url(32),
-            "models",
-            str(offline_keras_home),
-            entry.weights_file_hash,
-        )
-    ]
-    np.testing.assert_array_equal(base.get_weights()[0], source.get_weights()[0])
+    # Now cached: loading again downloads nothing and reports no progress.
+    reports.clear()
+    application_template("mobilenet_v2_035", 96, on_progress=lambda *report: reports.append(report))
+    assert reports == [] and len(local_server.requests) == 1
+
+
+def test_a_stalled_weights_download_times_out_and_offers_random_init(
+    offline_keras_home, monkeypatch, local_server
+):
+    monkeypatch.setenv(DOWNLOAD_TIMEOUT_ENV, "1")
+    entry, url = _serve_weights(monkeypatch, local_server, "mobilenet_v2_035", b"", None)
+    local_server.serve(
+        f"weights/{entry.weights_file_name(96)}",
+        b"\x89HDF" * 100,
+        declared_length=10**7,
+        stall=True,
+    )
+    started = time.monotonic()
+    with pytest.raises(WeightsUnavailableError) as raised:
+        load_template("mobilenet_v2_035", input_size=96, pretrained=True)
+    assert time.monotonic() - started < 10
+    message = str(raised.value)
+    assert "downloading it failed: the download stalled: no data for 1 s after 400 B" in message
+    assert url in message
+    assert str(offline_keras_home / "models") in message
+    assert "continue with random initialisation" in message
+    assert cache_listing(offline_keras_home / "models") == []
+    # The offline way out still works.
+    assert not load_template("mobilenet_v2_035", input_size=96, pretrained=False).pretrained
+
+
+def test_weights_with_the_wrong_hash_are_refused_and_not_kept(
+    offline_keras_home, monkeypatch, local_server
+):
+    expected = APPLICATION_ENTRIES["vgg16"].weights_file_hash
+    _serve_weights(monkeypatch, local_server, "mobilenet_v2_035", b"<html>", expected)
+    with pytest.raises(WeightsUnavailableError) as raised:
+        build_application_base("mobilenet_v2_035", 96, pretrained=True)
+    message = str(raised.value)
+    assert f"has md5 {hashlib.md5(b'<html>').hexdigest()}; expected {expected}" in message
+    assert cache_listing(offline_keras_home / "models") == []
 
 
 def test_a_corrupt_cached_weights_file_is_reported(offline_keras_home):

@@ -39,7 +39,9 @@ def test_curves_overlay_every_run_with_its_own_colour():
     colours = {trace.legendgroup: trace.line.color for trace in figure.data}
     assert colours == {"frozen base": COMPARISON_PALETTE[0], "fine-tuned": COMPARISON_PALETTE[1]}
     validation = [
-        t for t in figure.data if t.name == "fine-tuned" and t.line.dash == "solid" and t.xaxis == "x"
+        t
+        for t in figure.data
+        if t.name == "fine-tuned" and t.line.dash == "solid" and t.xaxis == "x"
     ]
     assert list(validation[0].y) == [1.0, 0.4]
     # The legend names each run once; the subtitle says which line style is which.
