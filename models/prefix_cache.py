@@ -19,6 +19,7 @@ from typing import Any
 
 import keras
 
+from models.names import display_name
 from models.tree import LayerNode, LayerTree
 
 PREFIX_CACHE_MAX_BYTES = 1 << 30
@@ -128,12 +129,13 @@ def call_chain(model: keras.Model) -> list[_ChainLink] | str:
         inputs = list({id(tensor): tensor for tensor in inputs}.values())
         if len(inputs) != 1 or len(node.outputs) != 1:
             return (
-                f"Layer '{operation.name}' takes {len(inputs)} input(s) and gives "
+                f"Layer '{display_name(operation.name)}' takes {len(inputs)} input(s) and gives "
                 f"{len(node.outputs)} output(s): the model branches, so it is not a simple "
                 "chain of layers."
             )
         if id(operation) in seen:
-            return f"Layer '{operation.name}' is called more than once (shared weights)."
+            name = display_name(operation.name)
+            return f"Layer '{name}' is called more than once (shared weights)."
         seen.add(id(operation))
         links.append(_ChainLink(operation, node, tensor))
         tensor = inputs[0]

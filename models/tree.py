@@ -14,6 +14,11 @@ Keras facts this module relies on (measured with Keras 3.15, see tests/test_tree
   equals `v` (TensorFlow's AutoTrackable short-circuits `self.x = self.x`), so unfreezing a
   trainable parent does not unfreeze its frozen children there, while it does on JAX. FreezeLab
   applies Keras's documented semantics on every backend through `set_trainable`.
+- A layer object used by two parents (e.g. one Dense inside two nested Sequential models) has ONE
+  flag. The tree lists it once, under the path where the pre-order walk meets it first; its other
+  paths are aliases (`aliases`, `canonical_path`) that every method accepts. Each parent's
+  subtree counts its weights (`LayerNode.shared_params` says how many are shared); the top
+  model's totals count each variable once, as `model.trainable_weights` does.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from dataclasses import dataclass, field
 
 import keras
 import pandas as pd
+
+from models.names import display_name
 
 PATH_SEPARATOR = "/"
 WEIGHTS_KIND = "weights"
@@ -78,6 +85,10 @@ class LayerNode:
         is_model: Whether the layer is a Keras model (Sequential, Functional, subclassed).
         is_shared: Whether the layer is reachable from more than one place in the model, or is
             called at more than one place of a functional graph (its weights serve both).
+        shared_params: Parameters counted in this node's subtree that layers outside it use
+            too (a layer or variable with several parents). Every parent's subtree counts them,
+            so subtree counts of siblings may overlap by this much; the top model's totals count
+            each variable once, as Keras does.
     """
 
     path: str
@@ -97,6 +108,7 @@ class LayerNode:
     is_batch_norm: bool
     is_model: bool
     is_shared: bool
+    shared_params: int = 0
 
     @property
     def total_params(self) -> int:
@@ -121,10 +133,25 @@ class _Entry:
     # (variable, kind, size) for variables owned by this layer and counted here first.
     own_variables: list[tuple[keras.Variable, str, int]] = field(default_factory=list)
     is_shared: bool = False
+    # Canonical paths of every direct Keras child in order, shared ones met earlier included.
+    members: list[str] = field(default_factory=list)
+    # Ids of the distinct variables in the subtree (shared layers and variables included).
+    subtree_variable_ids: tuple[int, ...] = ()
 
 
 def _variable_size(variable: keras.Variable) -> int:
     return int(math.prod(variable.shape))
+
+
+def _set_own_trainable(layer: keras.layers.Layer, trainable: bool) -> None:
+    """Sets one layer's own flag and its own variables' flags, leaving its sublayers alone.
+
+    This is Keras's `Layer.trainable` setter without its recursion into sublayers, so writing
+    every node of a plan gives the same result in any order, even when a layer has two parents.
+    """
+    layer._trainable = trainable
+    for variable in layer._trainable_variables:
+        variable.trainable = trainable
 
 
 def set_trainable(layer: keras.layers.Layer, trainable: bool) -> None:
@@ -221,7 +248,13 @@ class LayerTree:
         self._model = model
         self._entries: dict[str, _Entry] = {}
         self._entry_of_layer: dict[int, str] = {}
+        # Other paths of a layer with several parents -> the path the tree lists it under.
+        self._aliases: dict[str, str] = {}
+        # id(variable) -> (variable, kind, size), every variable of the model once.
+        self._variables: dict[int, tuple[keras.Variable, str, int]] = {}
+        self._shared_params: dict[str, int] = {}
         self._build()
+        self._index_subtree_variables()
 
     @property
     def model(self) -> keras.Model:
@@ -241,9 +274,15 @@ class LayerTree:
         while stack:
             layer, parent_path, depth = stack.pop()
             if id(layer) in self._entry_of_layer:
-                self._entries[self._entry_of_layer[id(layer)]].is_shared = True
+                # A second parent: the same object, listed once; this path becomes an alias.
+                canonical = self._entry_of_layer[id(layer)]
+                self._entries[canonical].is_shared = True
+                if parent_path is not None:
+                    self._entries[parent_path].members.append(canonical)
+                    alias = self._unique_path(parent_path, display_name(layer.name))
+                    self._aliases[alias] = canonical
                 continue
-            path = self._unique_path(parent_path, layer.name)
+            path = self._unique_path(parent_path, display_name(layer.name))
             entry = _Entry(
                 path=path,
                 layer=layer,
@@ -259,10 +298,12 @@ class LayerTree:
                 seen_variables.add(id(variable))
                 kind = WEIGHTS_KIND if id(variable) in trainable_ids else STATE_KIND
                 entry.own_variables.append((variable, kind, _variable_size(variable)))
+                self._variables[id(variable)] = entry.own_variables[-1]
             self._entries[path] = entry
             self._entry_of_layer[id(layer)] = path
             if parent_path is not None:
                 self._entries[parent_path].children.append(path)
+                self._entries[parent_path].members.append(path)
             for child in reversed(child_layers(layer)):
                 stack.append((child, path, depth + 1))
             for operation_id, count in _graph_call_sites(layer).items():
@@ -271,9 +312,46 @@ class LayerTree:
     def _unique_path(self, parent_path: str | None, name: str) -> str:
         base = name if parent_path is None else f"{parent_path}{PATH_SEPARATOR}{name}"
         path, suffix = base, 2
-        while path in self._entries:
+        while path in self._entries or path in self._aliases:
             path, suffix = f"{base}~{suffix}", suffix + 1
         return path
+
+    def _index_subtree_variables(self) -> None:
+        """Finds the distinct variables under every node, and which of them are shared.
+
+        A layer with several parents counts under each of them. `placements[path]` maps each
+        variable id in the subtree to how many layer placements in it hold the variable (a
+        shared layer is placed once per parent); a variable is shared at a node when the whole
+        model places it more often than the node's subtree does.
+        """
+        placements: dict[str, dict[int, int]] = {}
+        stack: list[tuple[str, bool]] = [(self.root_path, False)]
+        while stack:  # Post-order over the parent -> member graph (a DAG), each node once.
+            path, members_done = stack.pop()
+            if path in placements:
+                continue
+            entry = self._entries[path]
+            if not members_done:
+                stack.append((path, True))
+                stack.extend((m, False) for m in entry.members if m not in placements)
+                continue
+            layer = entry.layer
+            counts = dict.fromkeys(
+                {id(v) for v in layer._trainable_variables + layer._non_trainable_variables}, 1
+            )
+            for member in entry.members:
+                for variable_id, count in placements[member].items():
+                    counts[variable_id] = counts.get(variable_id, 0) + count
+            placements[path] = counts
+        in_model = placements[self.root_path]
+        for path, entry in self._entries.items():
+            counts = placements[path]
+            entry.subtree_variable_ids = tuple(counts)
+            self._shared_params[path] = sum(
+                self._variables[variable_id][2]
+                for variable_id, count in counts.items()
+                if count < in_model[variable_id]
+            )
 
     # ----------------------------------------------------------------------------- reading
     def __len__(self) -> int:
@@ -323,16 +401,89 @@ class LayerTree:
         """
         return [(variable, kind) for variable, kind, _ in self._entry(path).own_variables]
 
+    def _resolve(self, path: str) -> str | None:
+        """Returns the listed path for `path` (itself or through aliases), None if unknown."""
+        if not isinstance(path, str):
+            return None
+        for _ in range(len(self._aliases) + 1):
+            if path in self._entries:
+                return path
+            prefixes = [
+                alias
+                for alias in self._aliases
+                if path == alias or path.startswith(alias + PATH_SEPARATOR)
+            ]
+            if not prefixes:
+                return None
+            alias = max(prefixes, key=len)
+            path = self._aliases[alias] + path[len(alias) :]
+        return None
+
+    def canonical_path(self, path: str) -> str:
+        """Returns the path the tree lists a layer under, given any of its paths.
+
+        A layer with several parents is listed once, under the path met first in model order;
+        its other paths (and the paths of layers inside it through them) are aliases.
+
+        Args:
+            path: A node path from `paths()` or one of its `aliases`.
+
+        Returns:
+            The path in `paths()` that names the same layer object.
+
+        Example:
+        >>> tree.canonical_path("outer/two/shared")
+        'outer/one/shared'
+        """
+        return self._entry(path).path
+
+    def aliases(self, path: str) -> list[str]:
+        """Returns the other paths of the layer at `path` (empty unless it has several parents).
+
+        Args:
+            path: A node path or an alias.
+
+        Returns:
+            Every path that names the same layer object except `path` itself, sorted.
+
+        Example:
+        >>> tree.aliases("outer/one/shared")
+        ['outer/two/shared']
+        """
+        canonical = self.canonical_path(path)
+        return sorted(self._all_paths(canonical) - {path})
+
+    def _all_paths(self, canonical: str) -> set[str]:
+        entry = self._entries[canonical]
+        if entry.parent_path is None:
+            return {canonical}
+        places = [(entry.parent_path, canonical[len(entry.parent_path) + 1 :])]
+        places += [
+            tuple(alias.rsplit(PATH_SEPARATOR, 1))
+            for alias, target in self._aliases.items()
+            if target == canonical
+        ]
+        return {
+            f"{parent}{PATH_SEPARATOR}{segment}"
+            for parent_path, segment in places
+            for parent in self._all_paths(parent_path)
+        }
+
     def _entry(self, path: str) -> _Entry:
-        try:
-            return self._entries[path]
-        except KeyError:
-            close = [p for p in self._entries if path.split(PATH_SEPARATOR)[-1] in p][:5]
-            hint = f" Did you mean one of {close}?" if close else ""
-            raise ValueError(
-                f"No layer at path '{path}' in model '{self._model.name}'. "
-                f"Paths look like '{self.root_path}{PATH_SEPARATOR}<layer name>'.{hint}"
-            ) from None
+        resolved = self._resolve(path)
+        if resolved is not None:
+            return self._entries[resolved]
+        if not isinstance(path, str):
+            raise TypeError(
+                f"A layer path must be a string such as '{self.root_path}{PATH_SEPARATOR}<layer "
+                f"name>', received {type(path).__name__} {path!r}."
+            )
+        close = [p for p in self._entries if path.split(PATH_SEPARATOR)[-1] in p][:5]
+        hint = f" Did you mean one of {close}?" if close else ""
+        raise ValueError(
+            f"No layer at path '{path}' in model '{self._model.name}'. "
+            f"Paths look like '{self.root_path}{PATH_SEPARATOR}<layer name>'.{hint}"
+        )
 
     def nodes(self) -> list[LayerNode]:
         """Returns every node with its current flags and counts, in pre-order.
@@ -345,23 +496,30 @@ class LayerTree:
         ['base', 'base/dense']
         """
         root_trainable = bool(self._model.trainable)
+        trains = {
+            variable_id: root_trainable and bool(variable.trainable)
+            for variable_id, (variable, _, _) in self._variables.items()
+        }
         own: dict[str, tuple[int, int, int]] = {}
+        subtree: dict[str, tuple[int, int]] = {}
         for path, entry in self._entries.items():
             trainable = non_trainable = state = 0
             for variable, kind, size in entry.own_variables:
                 if kind == STATE_KIND:
                     state += size
-                if root_trainable and variable.trainable:
+                if trains[id(variable)]:
                     trainable += size
                 else:
                     non_trainable += size
             own[path] = (trainable, non_trainable, state)
-        subtree: dict[str, tuple[int, int]] = {}
-        for path in reversed(self._entries):
-            trainable, non_trainable, _ = own[path]
-            for child in self._entries[path].children:
-                trainable += subtree[child][0]
-                non_trainable += subtree[child][1]
+            # Distinct variables of the subtree: a layer with two parents counts under both,
+            # and a variable used twice inside one subtree counts once, as in `layer.weights`.
+            trainable = non_trainable = 0
+            for variable_id in entry.subtree_variable_ids:
+                if trains[variable_id]:
+                    trainable += self._variables[variable_id][2]
+                else:
+                    non_trainable += self._variables[variable_id][2]
             subtree[path] = (trainable, non_trainable)
         nodes: list[LayerNode] = []
         frozen_above: dict[str, bool] = {}
@@ -376,7 +534,7 @@ class LayerTree:
             nodes.append(
                 LayerNode(
                     path=path,
-                    name=layer.name,
+                    name=display_name(layer.name),
                     class_name=type(layer).__name__,
                     depth=entry.depth,
                     parent_path=entry.parent_path,
@@ -392,13 +550,14 @@ class LayerTree:
                     is_batch_norm=isinstance(layer, keras.layers.BatchNormalization),
                     is_model=isinstance(layer, keras.Model),
                     is_shared=entry.is_shared,
+                    shared_params=self._shared_params[path],
                 )
             )
         return nodes
 
     def node(self, path: str) -> LayerNode:
         """Returns the current `LayerNode` at `path`."""
-        self._entry(path)
+        path = self.canonical_path(path)
         return next(node for node in self.nodes() if node.path == path)
 
     def totals(self) -> ParameterCounts:
@@ -431,6 +590,7 @@ class LayerTree:
                 "is_batch_norm": n.is_batch_norm,
                 "is_model": n.is_model,
                 "is_shared": n.is_shared,
+                "shared_params": n.shared_params,
             }
             for n in self.nodes()
         ]
@@ -504,7 +664,7 @@ class LayerTree:
         Example:
         >>> tree.freeze_up_to("transfer_model/feature_extractor")
         """
-        self._entry(path)
+        path = self.canonical_path(path)
         ancestors = set(self.ancestors(path))
         set_trainable(self._model, True)
         # Pre-order walk: everything met before `path` precedes it in model order. Freezing a
@@ -516,33 +676,46 @@ class LayerTree:
                 break
 
     def unfreeze_top(self, num_layers: int, base_path: str | None = None) -> None:
-        """Keeps a base model trainable but freezes all but its top `num_layers` layers.
+        """Keeps a base model trainable but freezes all but its top `num_layers` weighted layers.
 
-        The Keras fine-tuning recipe: `base.trainable = True`, then
-        `for layer in base.layers[:-num_layers]: layer.trainable = False`. Layers are the base's
-        direct children in model order (input layers excluded).
+        The Keras fine-tuning recipe, `base.trainable = True` then
+        `for layer in base.layers[:-k]: layer.trainable = False`, with `k` chosen so that the
+        trainable top holds `num_layers` layers with weights (`base_layer_paths`). Layers without
+        weights (activations, pooling, dropout) are not counted: they have nothing to train. The
+        cut falls just before the lowest of the counted layers, so weightless layers below it
+        are frozen with their neighbours and those above it stay trainable.
 
         Args:
-            num_layers: How many of the base's last layers to leave trainable (0 freezes all).
+            num_layers: How many of the base's last layers with weights train (0 freezes all of
+                the base's layers; as many as there are, or more, leaves the whole base trainable).
             base_path: Path of the base model; defaults to the largest nested model, or the top
                 model when there is none.
 
         Example:
-        >>> tree.unfreeze_top(2, "transfer_model/feature_extractor")
+        >>> tree.unfreeze_top(2, "transfer_model/feature_extractor")  # conv3 and batch_norm3
         """
         if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 0:
             raise ValueError(f"`num_layers` must be a whole number >= 0, received {num_layers!r}.")
         base_path = base_path if base_path is not None else self.default_base_path()
         base = self._entry(base_path)
         set_trainable(base.layer, True)
-        children = [
-            c
-            for c in base.children
-            if not isinstance(self._entries[c].layer, keras.layers.InputLayer)
-        ]
-        cut = max(len(children) - num_layers, 0)
-        for child in children[:cut]:
-            set_trainable(self._entries[child].layer, False)
+        layers = self.base_layer_paths(base.path, include_weightless=True)
+        weighted = [index for index, path in enumerate(layers) if self._has_weights(path)]
+        if num_layers == 0:
+            cut = len(layers)
+        elif num_layers >= len(weighted):
+            cut = 0
+        else:
+            cut = weighted[-num_layers]
+        for path in layers[:cut]:
+            set_trainable(self._entries[path].layer, False)
+
+    def _has_weights(self, path: str) -> bool:
+        """Whether the subtree at `path` holds a variable the optimizer can train."""
+        return any(
+            self._variables[variable_id][1] == WEIGHTS_KIND
+            for variable_id in self._entries[path].subtree_variable_ids
+        )
 
     def default_base_path(self) -> str:
         """Returns the path of the base model: the nested model with the most parameters.
@@ -555,13 +728,31 @@ class LayerTree:
                 best, best_size = node.path, node.total_params
         return best
 
-    def base_layer_paths(self, base_path: str | None = None) -> list[str]:
-        """Returns the direct children of the base model (input layers excluded), in order."""
+    def base_layer_paths(
+        self, base_path: str | None = None, *, include_weightless: bool = False
+    ) -> list[str]:
+        """Returns the base model's direct layers that `unfreeze_top` counts, in model order.
+
+        Args:
+            base_path: Path of the base model; defaults to `default_base_path()`.
+            include_weightless: False (the default) lists only layers with weights, i.e. with a
+                variable the optimizer can train somewhere inside them (kernel, bias, gamma,
+                beta); True lists every direct layer. Input layers are never listed.
+
+        Returns:
+            Paths of the base's direct children. A child shared with another parent is given by
+            the path the tree lists it under.
+
+        Example:
+        >>> [p.rsplit("/", 1)[-1] for p in tree.base_layer_paths("digits_cnn/feature_extractor")]
+        ['conv1', 'batch_norm1', 'conv2', 'batch_norm2', 'conv3', 'batch_norm3']
+        """
         base_path = base_path if base_path is not None else self.default_base_path()
         return [
-            c
-            for c in self._entry(base_path).children
-            if not isinstance(self._entries[c].layer, keras.layers.InputLayer)
+            path
+            for path in self._entry(base_path).members
+            if not isinstance(self._entries[path].layer, keras.layers.InputLayer)
+            and (include_weightless or self._has_weights(path))
         ]
 
     def freeze_batch_norm(self) -> None:
@@ -573,18 +764,22 @@ class LayerTree:
         """Returns the current freeze plan: the paths whose own flag is `trainable=False`.
 
         Returns:
-            A frozenset of paths. `apply_frozen_paths` of it restores exactly this state.
+            A frozenset of paths from `paths()` (a layer with several parents appears once,
+            under its listed path). `apply_frozen_paths` of it restores exactly this state.
         """
         return frozenset(p for p, e in self._entries.items() if not e.layer.trainable)
 
     def apply_frozen_paths(self, frozen_paths: Iterable[str]) -> None:
         """Sets every node's flag from a freeze plan: False for listed paths, True otherwise.
 
-        Flags are written top-down, so a child listed as trainable under a frozen parent keeps
-        its True flag, exactly as a Keras user setting the flags in that order would get.
+        Each layer's own flag (and its own variables') is set without touching its sublayers,
+        so a child listed as trainable under a frozen parent keeps its True flag, and the result
+        does not depend on the order of the writes. A layer with several parents is one object
+        with one flag: naming it under any of its paths (see `aliases`) freezes it.
 
         Args:
-            frozen_paths: Paths to freeze; every other node is unfrozen.
+            frozen_paths: Paths to freeze (from `paths()` or aliases); every other node is
+                unfrozen.
 
         Example:
         >>> tree.apply_frozen_paths({"base/dense"})
@@ -596,16 +791,22 @@ class LayerTree:
                 "`frozen_paths` must be a collection of paths, received a single string "
                 f"'{frozen_paths}'. Wrap it in a list: ['{frozen_paths}']."
             )
-        wanted = set(frozen_paths)
-        unknown = sorted(wanted - set(self._entries))
+        wanted: set[str] = set()
+        unknown: list[str] = []
+        for path in frozen_paths:
+            resolved = self._resolve(path)
+            if resolved is None:
+                unknown.append(path)
+            else:
+                wanted.add(resolved)
         if unknown:
             raise ValueError(
                 f"The freeze plan names {len(unknown)} path(s) that are not in model "
-                f"'{self._model.name}': {unknown[:5]}. Read valid paths from `paths()`."
+                f"'{self._model.name}': {sorted(map(str, unknown))[:5]}. Read valid paths from "
+                "`paths()`."
             )
-        setter = keras.layers.Layer.trainable.fset
         for path, entry in self._entries.items():
-            setter(entry.layer, path not in wanted)
+            _set_own_trainable(entry.layer, path not in wanted)
 
     def __iter__(self) -> Iterator[LayerNode]:
         return iter(self.nodes())

@@ -12,6 +12,7 @@ from typing import Any
 import keras
 
 import models.layers  # noqa: F401  (registers FreezeLab's layers so saved FreezeLab models load)
+from models.names import with_internal_names
 from models.transfer import cut_base
 from models.workspace import ModelTemplate
 
@@ -425,6 +426,11 @@ def uploaded_template(model: keras.Model, cut_layer: str, filename: str) -> Mode
     the chosen dataset. Inputs reach the base as FreezeLab's [0, 1] images (no preprocessing
     is added: the model should expect that range).
 
+    Layer names TensorFlow cannot train under (spaces, "<", non-ASCII letters, ...; see
+    `models.names`) get internal names in the template's config, so the model trains; the
+    layer tree and its paths, the drift records, charts and exported code still show and use
+    the names of the uploaded file (a downloaded `.keras` model keeps the internal names).
+
     Args:
         model: A model from `load_uploaded_model`.
         cut_layer: One of `cut_layer_choices(model)`, e.g. `default_cut_layer(model)`.
@@ -459,6 +465,15 @@ def uploaded_template(model: keras.Model, cut_layer: str, filename: str) -> Mode
     kept = names.index(cut_layer) + 1
     dropped = names[kept:]
     dropped_text = f"; dropped {dropped}" if dropped else ""
+    base, renamed = with_internal_names(base)
+    renamed_text = ""
+    if renamed:
+        shown = ", ".join(repr(name) for name in list(renamed)[:3])
+        more = f" and {len(renamed) - 3} more" if len(renamed) > 3 else ""
+        renamed_text = (
+            f" {len(renamed)} layer name(s) TensorFlow cannot train under ({shown}{more}) get "
+            "internal names for training; the layer tree, charts and exported code show yours."
+        )
     return ModelTemplate.from_model(
         base,
         key=_template_key(display_name, cut_layer),
@@ -467,7 +482,7 @@ def uploaded_template(model: keras.Model, cut_layer: str, filename: str) -> Mode
             f"Your model '{model.name}' from {display_name}, up to and including layer "
             f"{cut_layer!r} ({kept} of {len(layers)} layers kept{dropped_text}), with the "
             "uploaded weights. A new head is added for the chosen dataset; images arrive in "
-            "[0, 1]."
+            f"[0, 1].{renamed_text}"
         ),
         pretrained=True,
     )

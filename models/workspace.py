@@ -279,8 +279,8 @@ class Workspace:
 
         Args:
             action: One of "freeze_all", "unfreeze_all", "freeze_base", "freeze_up_to"
-                (argument: path), "unfreeze_top" (argument: number of base layers),
-                "freeze_batch_norm".
+                (argument: path), "unfreeze_top" (argument: how many of the base's top layers
+                with weights train; see `LayerTree.unfreeze_top`), "freeze_batch_norm".
             argument: The action's argument, when it takes one.
         """
         self._require_idle("change the freeze plan")

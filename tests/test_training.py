@@ -116,6 +116,71 @@ def test_error_inside_fit_fails_the_job_instead_of_killing_the_thread():
     assert progress.message.startswith("Training stopped with an error")
 
 
+@pytest.mark.parametrize(
+    ("features", "labels", "reason", "hint"),
+    [
+        (
+            np.zeros((8, 5), "float32"),
+            np.zeros(8, "int64"),
+            "is incompatible with the layer: expected axis -1 of input shape to have value 6, "
+            "but received input with shape (None, 5).",
+            "The data's shape does not fit the model",
+        ),
+        (
+            np.zeros((8, 6), "float32"),
+            np.zeros((8, 3), "int64"),
+            "Argument `output` must have rank (ndim) `target.ndim - 1`.",
+            "The labels do not fit the model's output",
+        ),
+        (
+            np.zeros((8, 6), "float32"),
+            np.full(8, 7, "int64"),
+            "Received a label value of 7 which is outside the valid range of [0, 3).",
+            "Labels must be class numbers from 0",
+        ),
+        (np.full((8, 6), "a"), np.zeros(8, "int64"), "Cast string to float is not supported.", ""),
+    ],
+    ids=["features", "label_shape", "label_value", "strings"],
+)
+def test_a_failed_run_shows_the_real_reason_and_calls_only_shape_errors_shape_errors(
+    features, labels, reason, hint
+):
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensor_slices((features, labels)).batch(4)
+    job = TrainingJob(small_model(), train_dataset=dataset, config=TrainingConfig(epochs=1))
+    progress = job.run()
+    assert progress.state is JobState.FAILED
+    message = progress.message
+    # The reason itself, unwrapped from Keras's "Exception encountered when calling ..." and
+    # TensorFlow's "Graph execution error: <traceback>", followed by the hint, if any.
+    assert reason in message
+    if hint:
+        assert message.index(reason) < message.index(hint)
+    else:
+        assert message.endswith(f"): {reason}")
+    assert "Exception encountered" not in message and "Graph execution error" not in message
+    assert ("shape does not fit" in message) == (hint.startswith("The data's shape"))
+
+
+def test_an_error_that_only_mentions_shapes_is_not_called_a_shape_mismatch():
+    # Keras lists the inputs' shapes under "Arguments received by ..." for every error raised
+    # in a layer; here the real error is a layer name TensorFlow refuses.
+    model = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(3, activation="softmax", name="odd names")],
+        name="small",
+    )
+    x, y = data()
+    job = TrainingJob(model, x, y, config=TrainingConfig(epochs=1, batch_size=16))
+    progress = job.run()
+    assert progress.state is JobState.FAILED
+    assert progress.message.startswith(
+        "Training stopped with an error (ValueError): 'odd names' is not a valid scope name."
+    )
+    assert "rename the layer" in progress.message
+    assert "shape" not in progress.message
+
+
 def test_tf_data_input_trains():
     import tensorflow as tf
 

@@ -391,3 +391,196 @@ def test_a_nested_model_called_once_does_not_mark_its_layers_shared():
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.Dense(2, name="head")(base(inputs)), name="m")
     assert not any(node.is_shared for node in LayerTree(model).nodes())
+
+
+# -------------------------------------------- a layer with two parents (issue 13, item 2)
+def two_parent_model() -> keras.Model:
+    """One Dense layer ("shared", 20 params) inside two nested Sequential models."""
+    shared = keras.layers.Dense(4, name="shared")
+    one = keras.Sequential([keras.Input((4,)), shared, keras.layers.Dense(5, name="a")], name="one")
+    two = keras.Sequential([keras.Input((4,)), shared, keras.layers.Dense(5, name="b")], name="two")
+    inputs = keras.Input((4,), name="x")
+    outputs = keras.layers.Concatenate(name="join")([one(inputs), two(inputs)])
+    return keras.Model(inputs, outputs, name="outer")
+
+
+def test_reapplying_a_plan_keeps_a_layer_with_two_parents_frozen():
+    model = two_parent_model()
+    tree = LayerTree(model)
+    tree.set_frozen("outer/one/shared", True)
+    plan = tree.frozen_paths()
+    assert plan == frozenset({"outer/one/shared"})
+    assert tree.totals() == keras_counts(model) == ParameterCounts(50, 20)
+    # Same model: the second parent ("two") must not unfreeze the shared layer again.
+    tree.apply_frozen_paths(plan)
+    assert tree.frozen_paths() == plan
+    assert not model.get_layer("one").get_layer("shared").trainable
+    assert tree.totals() == keras_counts(model) == ParameterCounts(50, 20)
+    # A fresh copy of the architecture gets the same plan.
+    fresh = two_parent_model()
+    fresh_tree = LayerTree(fresh)
+    fresh_tree.apply_frozen_paths(plan)
+    assert fresh_tree.frozen_paths() == plan
+    assert fresh_tree.totals() == keras_counts(fresh) == ParameterCounts(50, 20)
+    # And `fit` really leaves it alone.
+    fresh.compile(optimizer="adam", loss="mse")
+    shared = fresh.get_layer("two").get_layer("shared")
+    before = [w.numpy().copy() for w in shared.weights]
+    trained_before = fresh.get_layer("two").get_layer("b").kernel.numpy().copy()
+    fresh.fit(np.random.rand(16, 4), np.random.rand(16, 10), epochs=1, verbose=0)
+    for old, new in zip(before, shared.weights, strict=True):
+        np.testing.assert_array_equal(old, new.numpy())
+    assert not np.array_equal(trained_before, fresh.get_layer("two").get_layer("b").kernel.numpy())
+
+
+def test_a_shared_layer_can_be_named_by_any_of_its_paths():
+    model = two_parent_model()
+    tree = LayerTree(model)
+    assert tree.paths().count("outer/one/shared") == 1 and "outer/two/shared" not in tree.paths()
+    assert tree.aliases("outer/one/shared") == ["outer/two/shared"]
+    assert tree.aliases("outer/two/shared") == ["outer/one/shared"]
+    assert tree.layer("outer/two/shared") is tree.layer("outer/one/shared")
+    # One Keras object, one flag: a plan naming either path freezes it, reported under one path.
+    tree.apply_frozen_paths({"outer/two/shared"})
+    assert tree.frozen_paths() == frozenset({"outer/one/shared"})
+    assert tree.totals() == keras_counts(model) == ParameterCounts(50, 20)
+    tree.set_frozen("outer/two/shared", False)
+    assert tree.frozen_paths() == frozenset()
+    tree.freeze_up_to("outer/two/shared")  # the same as up to its listed path
+    assert tree.frozen_paths() == frozenset({"outer/x", "outer/one/shared"})
+    tree.unfreeze_all()
+    # Keras semantics: freezing the second parent freezes the shared layer too.
+    tree.set_frozen("outer/two", True)
+    assert tree.frozen_paths() == frozenset({"outer/two", "outer/two/b", "outer/one/shared"})
+    assert tree.totals() == keras_counts(model)
+
+
+def test_each_parent_counts_the_shared_weights_and_the_totals_count_them_once():
+    model = two_parent_model()
+    tree = LayerTree(model)
+    for node in tree.nodes():
+        # Every subtree count equals what Keras's own `layer.weights` holds (deduplicated).
+        weights = tree.layer(node.path).weights
+        assert node.total_params == sum(math.prod(w.shape) for w in weights), node.path
+    one, two = tree.node("outer/one"), tree.node("outer/two")
+    assert (one.total_params, two.total_params) == (45, 45)
+    assert (one.shared_params, two.shared_params) == (20, 20)
+    assert tree.node("outer/one/shared").shared_params == 20
+    assert tree.node("outer/one/a").shared_params == 0
+    root = tree.node("outer")
+    assert root.shared_params == 0 and root.total_params == 70 == keras_counts(model).total
+    tree.set_frozen("outer/one/shared", True)
+    assert (two.trainable_params, tree.node("outer/two").trainable_params) == (45, 25)
+
+
+def several_parents_model() -> keras.Model:
+    """A Dense, a BatchNormalization and a nested block, each shared by several parents."""
+    dense = keras.layers.Dense(4, name="dense")
+    norm = keras.layers.BatchNormalization(name="norm")
+    block = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(4, name="inner"), norm], name="block"
+    )
+    branches = [
+        keras.Sequential([keras.Input((4,)), dense, block], name="p1"),
+        keras.Sequential(
+            [keras.Input((4,)), norm, dense, keras.layers.Dense(4, name="own")], name="p2"
+        ),
+        keras.Sequential([keras.Input((4,)), block, dense], name="p3"),
+    ]
+    inputs = keras.Input((4,), name="x")
+    outputs = keras.layers.Add(name="add")([branch(inputs) for branch in branches])
+    return keras.Model(inputs, outputs, name="m")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_random_plans_on_layers_with_several_parents_match_keras(seed):
+    model = several_parents_model()
+    tree = LayerTree(model)
+    assert tree.totals() == keras_counts(model)
+    generator = random.Random(seed)
+    names = list(tree.paths()) + [alias for path in tree.paths() for alias in tree.aliases(path)]
+    for _ in range(6):
+        plan = {path for path in names if generator.random() < 0.4}
+        tree.apply_frozen_paths(plan)
+        wanted = frozenset(tree.canonical_path(path) for path in plan)
+        assert tree.frozen_paths() == wanted
+        for path in tree.paths():
+            assert tree.layer(path).trainable == (path not in wanted), path
+        assert tree.totals() == keras_counts(model)
+        # The plan read back restores the same flags on a fresh copy of the architecture.
+        fresh = several_parents_model()
+        LayerTree(fresh).apply_frozen_paths(tree.frozen_paths())
+        assert keras_counts(fresh) == keras_counts(model)
+    for node in tree.nodes():
+        weights = tree.layer(node.path).weights
+        assert node.total_params == sum(math.prod(w.shape) for w in weights), node.path
+
+
+# -------------------------------------- bulk actions count layers with weights (item 4)
+def test_unfreeze_top_counts_only_layers_with_weights_on_the_bundled_model():
+    from models.bundled import load_bundled_model
+
+    model = load_bundled_model()
+    tree = LayerTree(model)
+    base = "digits_cnn/feature_extractor"
+    tree.set_frozen(base, True)
+    assert tree.totals().trainable == 165  # the classifier only
+    assert [p.rsplit("/", 1)[-1] for p in tree.base_layer_paths(base)] == [
+        "conv1",
+        "batch_norm1",
+        "conv2",
+        "batch_norm2",
+        "conv3",
+        "batch_norm3",
+    ]
+    assert len(tree.base_layer_paths(base, include_weightless=True)) == 11
+    tree.unfreeze_top(2, base)
+    # conv3 (3*3*32*32, no bias) and batch_norm3's gamma and beta now train.
+    assert tree.totals() == keras_counts(model)
+    assert tree.totals().trainable == 165 + 3 * 3 * 32 * 32 + 2 * 32
+
+    # Independent reference: the Keras recipe, by hand, on a fresh copy.
+    reference = load_bundled_model()
+    extractor = reference.get_layer("feature_extractor")
+    extractor.trainable = False
+    extractor.trainable = True
+    weighted = [layer for layer in extractor.layers if layer.weights]
+    for layer in extractor.layers[: extractor.layers.index(weighted[-2])]:
+        layer.trainable = False
+    assert keras_counts(reference) == tree.totals()
+    trained = {w.path for w in model.trainable_weights}
+    assert {w.path for w in reference.trainable_weights} == trained
+
+
+def test_each_extra_top_layer_with_weights_adds_its_weights():
+    from models.bundled import load_bundled_model
+
+    model = load_bundled_model()
+    tree = LayerTree(model)
+    base = "digits_cnn/feature_extractor"
+    weighted = tree.base_layer_paths(base)
+    previous = None
+    for num_layers in range(len(weighted) + 2):
+        tree.unfreeze_top(num_layers, base)
+        assert tree.totals() == keras_counts(model)
+        trainable = tree.totals().trainable
+        if previous is not None and num_layers <= len(weighted):
+            added = tree.layer(weighted[-num_layers]).trainable_weights
+            assert trainable - previous == sum(math.prod(w.shape) for w in added)
+        previous = trainable
+    assert tree.frozen_paths() == frozenset()  # more than there are: everything trains
+
+
+def test_freeze_up_to_a_layer_without_weights_freezes_what_precedes_it():
+    from models.bundled import load_bundled_model
+
+    model = load_bundled_model()
+    tree = LayerTree(model)
+    base = "digits_cnn/feature_extractor"
+    tree.freeze_up_to(f"{base}/relu2")
+    at_relu = keras_counts(model)
+    assert tree.totals() == at_relu
+    assert not tree.layer(f"{base}/relu2").trainable and tree.layer(f"{base}/pool").trainable
+    tree.freeze_up_to(f"{base}/batch_norm2")
+    assert keras_counts(model) == at_relu  # the same weights freeze
+    assert tree.layer(f"{base}/conv3").trainable

@@ -247,6 +247,76 @@ def test_bad_cut_layers_are_explained():
         uploaded_template(flat, "flat", "flat.keras")
 
 
+def odd_names_classifier():
+    """A model whose names Keras accepts and TensorFlow refuses as scope names while training."""
+    inputs = keras.Input((8, 8, 1), name="in put")
+    x = keras.layers.Conv2D(4, 3, name="odd names")(inputs)
+    x = keras.layers.BatchNormalization(name="")(x)
+    x = keras.layers.Conv2D(4, 3, name="<img src=x onerror=alert(1)>")(x)
+    inner = keras.Sequential(
+        [keras.Input((4, 4, 4)), keras.layers.Conv2D(4, 1, name="ünï ∑")], name="inner model"
+    )
+    x = keras.layers.GlobalAveragePooling2D(name="_pool")(inner(x))
+    outputs = keras.layers.Dense(3, activation="softmax", name="old head")(x)
+    return keras.Model(inputs, outputs, name="odd model")
+
+
+def test_a_model_with_names_tensorflow_refuses_trains_and_keeps_its_names():
+    loaded = load_uploaded_model(model_bytes(odd_names_classifier()), "odd names.keras")
+    assert default_cut_layer(loaded) == "_pool"
+    template = uploaded_template(loaded, "_pool", "odd names.keras")
+    assert "7 layer name(s) TensorFlow cannot train under" in template.description
+    uploaded_base = keras.Model(loaded.inputs, loaded.get_layer("_pool").output)
+    for expected, received in zip(uploaded_base.get_weights(), template.weights, strict=True):
+        np.testing.assert_array_equal(expected, received)
+
+    workspace = Workspace(template, load_bundled_dataset("shapes"))
+    base = workspace.base_path
+    tree = workspace.tree
+    # The tree shows (and its paths use) the names of the uploaded file.
+    children = [node.name for node in tree.nodes() if node.parent_path == base]
+    assert children == [
+        "in put",
+        "odd names",
+        "",
+        "<img src=x onerror=alert(1)>",
+        "inner model",
+        "_pool",
+    ]
+    assert f"{base}/inner model/ünï ∑" in tree.paths()
+    frozen = [f"{base}/odd names", f"{base}/", f"{base}/inner model/ünï ∑"]
+    for path in frozen:
+        tree.set_frozen(path, True)
+    trained = f"{base}/<img src=x onerror=alert(1)>"
+    before = {path: [w.numpy().copy() for w in tree.layer(path).weights] for path in frozen}
+    trained_before = [w.numpy().copy() for w in tree.layer(trained).weights]
+
+    run = workspace.start_run(TrainingConfig(epochs=1, batch_size=64), background=False)
+
+    progress = run.job.progress()
+    assert progress.state == "finished", progress.message
+    for path in frozen:
+        for old, new in zip(before[path], tree.layer(path).weights, strict=True):
+            np.testing.assert_array_equal(old, new.numpy())
+    assert any(
+        not np.array_equal(old, new.numpy())
+        for old, new in zip(trained_before, tree.layer(trained).weights, strict=True)
+    )
+    assert run.job.verification().all_unchanged
+    drift = run.job.drift_frame()
+    assert {"odd names", "", "<img src=x onerror=alert(1)>"} <= set(drift.layer_name)
+    assert f"{base}/odd names" in set(drift.layer_path)
+
+    # Frozen as a whole, the base's outputs are computed once and only the head trains.
+    workspace.bulk_action("freeze_base")
+    base_before = [w.numpy().copy() for w in tree.layer(base).weights]
+    run = workspace.start_run(TrainingConfig(epochs=1, batch_size=64), background=False)
+    assert run.job.progress().state == "finished", run.job.progress().message
+    assert run.job.execution_plan.cached
+    for old, new in zip(base_before, tree.layer(base).weights, strict=True):
+        np.testing.assert_array_equal(old, new.numpy())
+
+
 # ----------------------------------------------------------------------------- zip of images
 def png_bytes(colour, size=(10, 6), mode="RGB"):
     buffer = io.BytesIO()
