@@ -9,6 +9,8 @@ import streamlit as st
 
 from components.panels import escape_markdown, show_error
 from models.export import (
+    BASE_MODEL_BUTTON,
+    base_model_file,
     download_file_name,
     drift_csv_bytes,
     generate_code,
@@ -49,6 +51,7 @@ def render_export(
     """
     template, dataset, tree = workspace.template, workspace.dataset, workspace.tree
     plan = tree.frozen_paths()
+    base_file = base_model_file(template)
     if show_code:
         st.markdown(
             "**Keras code for this set-up**: the same model (layer names included), freeze "
@@ -75,9 +78,15 @@ def render_export(
                 mime="text/x-python",
                 key="download_code",
             )
+            if base_file is not None:
+                st.caption(
+                    "The script loads the pretrained base from "
+                    f"**{escape_markdown(base_file.name)}** in its own folder: download it below "
+                    f"with **{BASE_MODEL_BUTTON}** and put it next to the script."
+                )
     run = workspace.latest_run
     st.markdown("**Downloads**")
-    columns = st.columns(3)
+    columns = st.columns(4)
     configuration = run_config(
         template,
         dataset.name,
@@ -104,6 +113,15 @@ def render_export(
         disabled=training,
         key="download_model",
     )
+    if base_file is not None:
+        columns[3].download_button(
+            BASE_MODEL_BUTTON,
+            base_file.read_bytes,
+            file_name=base_file.name,
+            mime="application/octet-stream",
+            key="download_base_model",
+            help="The pretrained base the exported script loads: put it next to the script.",
+        )
     if run is not None:
         columns[2].download_button(
             "Drift of the latest run (.csv)",

@@ -9,7 +9,11 @@ Three things leave FreezeLab here, all as plain data the dashboard offers for do
   training settings, parameter counts). `parse_run_config` reads one back, strictly, and
   `plan_from_config` turns it into a freeze plan for the model in use.
 - `model_file_bytes` and `drift_csv_bytes`: the trained model as `.keras` bytes and the drift
-  records as CSV bytes.
+  records as CSV bytes; `base_model_file`: the pretrained base's file the script loads.
+
+The script runs on the learner's machine: it names no path of the server. It loads a base
+model file (the bundled CNN, an upload) from the folder it lies in, and says which file to
+download from the Export tab when it is missing.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from models.applications import APPLICATION_ENTRIES
 from models.bundled import BUNDLED_MODEL_PATH, FEATURE_EXTRACTOR_NAME
 from models.datasets import BUNDLED_DATASETS
 from models.layers import ImagenetPreprocessing, RGBToGrayscale
+from models.names import display_name
 from models.training import OPTIMIZERS, TrainingConfig
 from models.transfer import build_transfer_model
 from models.tree import LayerTree, ParameterCounts, format_paths
@@ -47,6 +52,7 @@ BUNDLED_MODEL_KEY = "bundled_digits_cnn"  # the same key as models.catalogue.BUN
 KERAS_DATASET_KEYS: tuple[str, ...] = ("mnist", "fashion_mnist", "cifar10")
 _OPTIMIZER_CLASSES = {key: optimizer.__name__ for key, optimizer in OPTIMIZERS.items()}
 _COMMENT_LIMIT = 160
+BASE_MODEL_BUTTON = "Base model (.keras)"  # the Export tab's button for `base_model_file`
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -185,7 +191,8 @@ def _child_access(
             # Automatic input names ("input_layer_3") differ between Python processes, and
             # duplicate names are ambiguous: use the position instead.
             return f".get_layer(index={position})"
-        return f".get_layer({_literal(child.name)})"
+        # The script loads the uploaded file, so it names layers as that file does.
+        return f".get_layer({_literal(display_name(child.name))})"
     for attribute, value in vars(parent).items():
         if value is child and attribute.isidentifier():
             return f".{attribute}"
@@ -237,18 +244,52 @@ class _CodeParts:
     lines: list[str]
 
 
-def _base_code(template: ModelTemplate, base: keras.Model, bundled_model_path: str) -> _CodeParts:
+_PATH_IMPORT = "from pathlib import Path"
+
+
+def _model_file_code(file_name: str, message: list[str], variable: str) -> list[str]:
+    """Lines that load a `.keras` file lying next to the script, or explain how to get it.
+
+    `message` is fixed text of ours, one fragment a line, with `{BASE_MODEL_FILE}` and
+    `{SCRIPT_FOLDER}` placeholders filled in when the script runs (no quotes or other
+    braces); the untrusted `file_name` is only ever written as an escaped literal.
+    """
+    fragments = ["The base model file {BASE_MODEL_PATH} is missing. ", *message]
+    return [
+        f"BASE_MODEL_FILE = {_literal(file_name)}",
+        "# Looked for next to this script (in the current folder when run in a notebook).",
+        'SCRIPT_FOLDER = Path(__file__).resolve().parent if "__file__" in globals() else '
+        "Path.cwd()",
+        "BASE_MODEL_PATH = SCRIPT_FOLDER / BASE_MODEL_FILE",
+        "if not BASE_MODEL_PATH.is_file():",
+        "    raise FileNotFoundError(",
+        *[f'        {"f" if "{" in fragment else ""}"{fragment}"' for fragment in fragments],
+        "    )",
+        f"{variable} = keras.saving.load_model(BASE_MODEL_PATH, compile=False)",
+    ]
+
+
+def _base_code(template: ModelTemplate, base: keras.Model) -> _CodeParts:
     key = template.key
     name = _literal(base.name)
     if key == BUNDLED_MODEL_KEY:
+        file_name = BUNDLED_MODEL_PATH.name
         return _CodeParts(
-            [],
+            [_PATH_IMPORT],
             [
                 "# The pretrained base: the feature extractor of FreezeLab's bundled digits CNN",
-                "# (trained on digits 0-4). The file ships with FreezeLab in models/; copy it next",
-                "# to this script or change the path.",
-                f"BUNDLED_MODEL_FILE = {_literal(bundled_model_path)}",
-                "pretrained = keras.saving.load_model(BUNDLED_MODEL_FILE, compile=False)",
+                f"# (trained on digits 0-4). Download {file_name} with the",
+                f'# "{BASE_MODEL_BUTTON}" button in FreezeLab\'s Export tab and put it next to',
+                "# this script.",
+                *_model_file_code(
+                    file_name,
+                    [
+                        f"Download {{BASE_MODEL_FILE}} with the '{BASE_MODEL_BUTTON}' button "
+                        "in FreezeLab's ",
+                        "Export tab and put it in {SCRIPT_FOLDER}, next to this script.",
+                    ],
+                    "pretrained",
+                ),
                 f"base = pretrained.get_layer({_literal(FEATURE_EXTRACTOR_NAME)})",
             ],
         )
@@ -287,15 +328,21 @@ def _base_code(template: ModelTemplate, base: keras.Model, bundled_model_path: s
     if key.startswith("upload:"):
         _, file_name, cut_layer = key.split(":", 2)
         return _CodeParts(
-            [],
+            [_PATH_IMPORT],
             [
                 f"# The base: your uploaded model {_comment_text(file_name)}. Put the file next "
                 "to this script.",
                 "# If it was saved from FreezeLab and uses FreezeLab's layers, run this script "
                 "from the",
                 "# FreezeLab folder and add: import models.layers",
-                f"UPLOADED_MODEL_FILE = {_literal(file_name)}",
-                "uploaded = keras.saving.load_model(UPLOADED_MODEL_FILE, compile=False)",
+                *_model_file_code(
+                    file_name,
+                    [
+                        "It is the model file {BASE_MODEL_FILE} you uploaded to FreezeLab: ",
+                        "copy it into {SCRIPT_FOLDER}, next to this script.",
+                    ],
+                    "uploaded",
+                ),
                 f"# Everything up to and including layer {_comment_text(cut_layer)} is the base;"
                 " later layers are dropped.",
                 *_wrap_call(
@@ -372,6 +419,9 @@ def _model_code(model: keras.Model, base: keras.Model) -> _CodeParts:
             arguments = [str(int(config["height"])), str(int(config["width"]))]
             if config.get("interpolation", "bilinear") != "bilinear":
                 arguments.append(f"interpolation={_literal(config['interpolation'])}")
+            if config.get("antialias", False):
+                lines.append("# Antialiased: every pixel counts when the images are made smaller.")
+                arguments.append("antialias=True")
             lines.append(f"x = keras.layers.Resizing({', '.join(arguments)}, name={name})(x)")
         elif isinstance(layer, keras.layers.Concatenate):
             lines.append("# One grayscale channel -> three identical RGB channels.")
@@ -537,7 +587,6 @@ def generate_code(
     dataset_key: str | None = None,
     tree: LayerTree | None = None,
     include_training: bool = True,
-    bundled_model_path: str | Path | None = None,
 ) -> str:
     """Writes a standalone Keras script that rebuilds a FreezeLab setup and trains it.
 
@@ -547,6 +596,11 @@ def generate_code(
     prints the trainable and non-trainable parameter counts, and, with `include_training`,
     loads the data, compiles with a fresh optimizer and fits with the same settings. Names
     from uploads are written as escaped string literals and one-line comments only.
+
+    The script runs on the learner's machine and holds no path of this one: a base that
+    comes from a file (the bundled CNN, an uploaded model) is loaded from the script's own
+    folder, and a missing file raises a `FileNotFoundError` that names the file and says
+    where to get it (`base_model_file` gives the bundled one for the Export tab).
 
     Args:
         template: The base model's template (bundled, keras.applications, uploaded or the
@@ -561,8 +615,6 @@ def generate_code(
             data). None builds the model here (slower for large bases).
         include_training: False leaves out data loading, compile and fit (the script then
             only builds and freezes the model; tests execute it this way).
-        bundled_model_path: Where the script loads the bundled model from; defaults to the
-            file in this FreezeLab installation.
 
     Returns:
         The Python source, PEP 8 formatted, ending with a newline.
@@ -623,12 +675,11 @@ def generate_code(
         )
     base = nested[0]
     base_path = tree.path_of(base)
-    bundled_path = str(bundled_model_path or BUNDLED_MODEL_PATH)
 
     # What the FreezeLab model reports once the plan is applied, for the script's comments.
     counts = plan_counts(tree, plan)
 
-    base_parts = _base_code(template, base, bundled_path)
+    base_parts = _base_code(template, base)
     model_parts = _model_code(model, base)
     parts = [base_parts, model_parts]
     data_parts = training_parts = None
@@ -637,11 +688,13 @@ def generate_code(
         training_parts = _training_code(config)
         parts += [data_parts, training_parts]
 
-    third_party = sorted({line for part in parts for line in part.imports if "models." not in line})
-    freezelab = sorted({line for part in parts for line in part.imports if "models." in line})
+    wanted = {line for part in parts for line in part.imports}
+    standard = ["import math", *sorted(line for line in wanted if line == _PATH_IMPORT)]
+    third_party = sorted(line for line in wanted if "models." not in line and line != _PATH_IMPORT)
+    freezelab = sorted(line for line in wanted if "models." in line)
     numpy_imports = [line for line in third_party if line.startswith("import ")]
     from_imports = [line for line in third_party if line.startswith("from ")]
-    imports = ["import math", "", "import keras", *numpy_imports, *from_imports]
+    imports = [*standard, "", "import keras", *numpy_imports, *from_imports]
     if freezelab:
         imports += ["", *freezelab]
 
@@ -1079,6 +1132,32 @@ def model_file_bytes(model: keras.Model) -> bytes:
         return path.read_bytes()
 
 
+def base_model_file(template: ModelTemplate) -> Path | None:
+    """The pretrained base's file that the exported script loads, for a download button.
+
+    The script of the bundled model loads `bundled_digits_cnn.keras` from its own folder;
+    the Export tab offers this file under `BASE_MODEL_BUTTON`. Other bases need no file
+    from FreezeLab: keras.applications builds them (and downloads ImageNet weights itself),
+    the Dense base is written out in the script, and an uploaded model is the learner's own.
+
+    Args:
+        template: The model's template (`workspace.template`).
+
+    Returns:
+        The path of the file to offer (its name is the one the script expects), or None.
+
+    Example:
+    >>> base_model_file(bundled_template()).name
+    'bundled_digits_cnn.keras'
+    """
+    if not isinstance(template, ModelTemplate):
+        raise TypeError(
+            f"template must be a ModelTemplate (e.g. workspace.template); received "
+            f"{type(template).__name__}."
+        )
+    return BUNDLED_MODEL_PATH if template.key == BUNDLED_MODEL_KEY else None
+
+
 def drift_csv_bytes(frame: pd.DataFrame) -> bytes:
     """The drift records as UTF-8 CSV bytes (floats written exactly), for a download button.
 
@@ -1122,8 +1201,10 @@ def download_file_name(kind: str, run_id: int | None = None) -> str:
 
 
 __all__ = [
+    "BASE_MODEL_BUTTON",
     "FREEZELAB_VERSION",
     "RunConfig",
+    "base_model_file",
     "download_file_name",
     "drift_csv_bytes",
     "freeze_statements",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from numbers import Integral, Real
 
 import keras
@@ -13,6 +14,13 @@ from models.layers import (
     RGBToGrayscale,
     grayscale_to_rgb,
 )
+
+# Images are resized with bilinear interpolation; when they are made smaller, with
+# antialiasing: every input pixel then contributes (a triangle filter as wide as the scale),
+# instead of sampling 2x2 pixels per output pixel, which aliases thin strokes and fine
+# patterns away. Backend-neutral: JAX, TensorFlow and PyTorch all support it ("area" is
+# TensorFlow-only in Keras 3.15).
+RESIZE_INTERPOLATION = "bilinear"
 
 
 def _validate_data_input_shape(data_input_shape: Sequence[int]) -> tuple[int, ...]:
@@ -130,7 +138,14 @@ def _adapt_images(
     if needs_grayscale:
         outputs = RGBToGrayscale(name="to_grayscale")(outputs)
     if (target_height, target_width) != (height, width):
-        outputs = keras.layers.Resizing(target_height, target_width, name="resize")(outputs)
+        outputs = keras.layers.Resizing(
+            target_height,
+            target_width,
+            interpolation=RESIZE_INTERPOLATION,
+            # Antialiasing only changes a dimension that shrinks; upsizing stays plain bilinear.
+            antialias=target_height < height or target_width < width,
+            name="resize",
+        )(outputs)
     if needs_rgb:
         outputs = grayscale_to_rgb(outputs, name="to_rgb")
     return outputs
@@ -175,7 +190,8 @@ def build_transfer_model(
 
     For images the layers are, in order: `keras.Input(data_input_shape)` named `"image"`,
     input adaptation only where needed (`"to_grayscale"` when the data is RGB and the base
-    wants 1 channel, `"resize"` when height/width differ, `"to_rgb"` when the data has 1
+    wants 1 channel, `"resize"` when height/width differ: bilinear, with `antialias=True`
+    when the images shrink, so every pixel counts, `"to_rgb"` when the data has 1
     channel and the base wants 3, `"rescale"` when `rescaling` is given, `"preprocess"` when
     `preprocessing` is given), the base itself as ONE nested layer (the same object that was
     passed in, so freezing it or its layers acts on this model), then `"head_pooling"`
@@ -252,6 +268,105 @@ def build_transfer_model(
         outputs = keras.layers.Dropout(float(dropout), name="head_dropout")(outputs)
     outputs = keras.layers.Dense(int(num_classes), activation="softmax", name="classifier")(outputs)
     return keras.Model(inputs, outputs, name=name)
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "×".join(str(size) for size in shape)
+
+
+@dataclass(frozen=True)
+class InputAdaptation:
+    """What a transfer model does to an image before its base sees it.
+
+    Attributes:
+        data_shape: Shape of one image of the data, `(height, width, channels)`.
+        model_shape: Shape of the image the base receives, after adaptation.
+        resize: `"none"`, `"downsized"`, `"upsized"` or `"resized"` (one side shrinks, the
+            other grows).
+        interpolation: The resizing's interpolation (`"bilinear"`), or None without resizing.
+        antialias: Whether the resizing antialiases (averages every pixel when shrinking).
+    """
+
+    data_shape: tuple[int, int, int]
+    model_shape: tuple[int, int, int]
+    resize: str
+    interpolation: str | None
+    antialias: bool
+
+    @property
+    def text(self) -> str:
+        """One line for the Data step, e.g. "Images 28×28×1 → the model sees 8×8×1 (...)"."""
+        data, seen = _shape_text(self.data_shape), _shape_text(self.model_shape)
+        if self.data_shape == self.model_shape:
+            return f"Images {data}: the model sees them at this size (no resizing)."
+        details = []
+        if self.antialias:
+            details.append(f"{self.resize} with antialiasing")
+        elif self.resize == "upsized":
+            details.append(f"upsized, {self.interpolation}")
+        elif self.resize != "none":
+            details.append(f"{self.resize}, {self.interpolation} without antialiasing")
+        data_channels, model_channels = self.data_shape[2], self.model_shape[2]
+        if data_channels == 1 and model_channels == 3:
+            details.append("the gray channel copied to RGB")
+        elif data_channels == 3 and model_channels == 1:
+            details.append("RGB turned to gray")
+        return f"Images {data} → the model sees {seen} ({'; '.join(details)})."
+
+
+def describe_input_adaptation(model: keras.Model) -> InputAdaptation | None:
+    """Describes the resolution a transfer model's base sees next to the data's own.
+
+    Reads the model built by `build_transfer_model`: the image input's shape, and the shape
+    of the tensor that reaches the nested base (after `"to_grayscale"`, `"resize"`,
+    `"to_rgb"`; rescaling keeps the shape), and the `"resize"` layer's settings.
+
+    Args:
+        model: A model from `build_transfer_model`.
+
+    Returns:
+        An `InputAdaptation`, or None for tabular data (feature vectors are never adapted).
+
+    Example:
+
+    >>> base = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3)])
+    >>> describe_input_adaptation(build_transfer_model(base, (28, 28, 1), 10)).text
+    'Images 28×28×1 → the model sees 8×8×1 (downsized with antialiasing).'
+    """
+    if not isinstance(model, keras.Model) or not getattr(model, "inputs", None):
+        raise TypeError(
+            f"model must be a Functional keras.Model from build_transfer_model; received "
+            f"{type(model).__name__}."
+        )
+    data_shape = tuple(model.inputs[0].shape[1:])
+    if len(data_shape) != 3 or any(size is None for size in data_shape):
+        return None
+    model_shape = data_shape
+    resizing = None
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):  # the base: everything before it is adaptation
+            break
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        model_shape = tuple(layer.output.shape[1:])
+        if isinstance(layer, keras.layers.Resizing):
+            resizing = layer
+    (height, width, _), (new_height, new_width, _) = data_shape, model_shape
+    if (new_height, new_width) == (height, width):
+        resize = "none"
+    elif new_height <= height and new_width <= width:
+        resize = "downsized"
+    elif new_height >= height and new_width >= width:
+        resize = "upsized"
+    else:
+        resize = "resized"
+    return InputAdaptation(
+        data_shape=tuple(int(size) for size in data_shape),
+        model_shape=tuple(int(size) for size in model_shape),
+        resize=resize,
+        interpolation=None if resizing is None else str(resizing.interpolation),
+        antialias=bool(resizing is not None and resizing.antialias),
+    )
 
 
 def cut_base(model: keras.Model, layer_name: str, name: str = "base") -> keras.Model:

@@ -6,6 +6,7 @@ import dataclasses
 import datetime
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,10 +16,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from models.bundled import BUNDLED_MODEL_PATH
 from models.catalogue import bundled_template, load_template
 from models.datasets import load_bundled_dataset
 from models.export import (
+    BASE_MODEL_BUTTON,
     RunConfig,
+    base_model_file,
     download_file_name,
     drift_csv_bytes,
     freeze_statements,
@@ -37,6 +41,7 @@ from models.upload_model import uploaded_template
 from models.workspace import Workspace
 
 BASE = "transfer_model/feature_extractor"
+REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -72,13 +77,20 @@ def _counts(model: keras.Model) -> tuple[int, int]:
     return trainable, frozen
 
 
-def _execute(code: str) -> dict:
-    namespace = {"__name__": "freezelab_export"}
+def _execute(code: str, folder: Path = BUNDLED_MODEL_PATH.parent) -> dict:
+    """Runs a generated script as if it were saved in `folder` (where it looks for files).
+
+    The default is the folder of the bundled model file, as if the learner had put the
+    downloaded base model next to the script.
+    """
+    namespace = {"__name__": "freezelab_export", "__file__": str(folder / "freezelab_setup.py")}
     exec(compile(code, "freezelab_export.py", "exec"), namespace)
     return namespace
 
 
-def _assert_same_model(workspace: Workspace, dataset_key: str | None = None) -> str:
+def _assert_same_model(
+    workspace: Workspace, dataset_key: str | None = None, folder: Path = BUNDLED_MODEL_PATH.parent
+) -> str:
     """Generates the code of a workspace, runs it (no fit) and compares counts and flags."""
     plan = workspace.tree.frozen_paths()
     code = generate_code(
@@ -91,7 +103,7 @@ def _assert_same_model(workspace: Workspace, dataset_key: str | None = None) -> 
         tree=workspace.tree,
         include_training=False,
     )
-    model = _execute(code)["model"]
+    model = _execute(code, folder)["model"]
     counts = workspace.tree.totals()
     assert _counts(model) == (counts.trainable, counts.non_trainable)
     assert _counts(model) == _counts(workspace.model)  # Keras's own counts, independently
@@ -127,7 +139,16 @@ def test_bundled_base_on_rgb_shapes_uses_freezelab_layers(bundled, shapes):
     workspace.bulk_action("freeze_batch_norm")
     code = _assert_same_model(workspace, "shapes")
     assert "from models.layers import RGBToGrayscale" in code
-    assert 'keras.layers.Resizing(8, 8, name="resize")' in code
+    assert 'keras.layers.Resizing(8, 8, antialias=True, name="resize")' in code
+    # The script adapts the images exactly as FreezeLab does (32x32 RGB -> gray 8x8).
+    model = _execute(code)["model"]
+    images = np.random.default_rng(0).random((3, 32, 32, 3)).astype("float32")
+
+    def seen_by_base(built):
+        adaptation = keras.Model(built.inputs[0], built.get_layer("resize").output)
+        return keras.ops.convert_to_numpy(adaptation(images))
+
+    np.testing.assert_allclose(seen_by_base(model), seen_by_base(workspace.model), atol=1e-6)
 
 
 def test_mobilenet_base_frozen_on_digits(mobilenet, digits):
@@ -179,7 +200,7 @@ def test_uploaded_model_with_hostile_names(tmp_path, monkeypatch, digits):
     monkeypatch.chdir(tmp_path)
     workspace = Workspace(template, digits)
     workspace.tree.set_frozen(f"transfer_model/uploaded_base/{hostile}", True)
-    code = _assert_same_model(workspace)
+    code = _assert_same_model(workspace, folder=tmp_path)  # the upload lies next to the script
     ast.parse(code)
     assert "hacked" not in "".join(
         line for line in code.splitlines() if not line.lstrip().startswith("#") and '"' not in line
@@ -224,13 +245,107 @@ def test_training_part_parses_and_runs_with_the_settings(bundled, digits):
     assert len(namespace["x_validation"]) == math.ceil(0.25 * digits.num_samples)
     assert set(namespace["history"].history) >= {"loss", "val_accuracy"}
     # The frozen base did not move: compile came after the flags.
-    original = keras.saving.load_model(namespace["BUNDLED_MODEL_FILE"], compile=False)
+    original = keras.saving.load_model(namespace["BASE_MODEL_PATH"], compile=False)
     for before, after in zip(
         original.get_layer("feature_extractor").get_weights(),
         namespace["base"].get_weights(),
         strict=True,
     ):
         np.testing.assert_array_equal(before, after)
+
+
+def _bundled_code(bundled, digits, **config) -> tuple[Workspace, str]:
+    workspace = Workspace(bundled, digits)
+    workspace.bulk_action("freeze_base")
+    code = generate_code(
+        bundled,
+        digits.input_shape,
+        digits.num_classes,
+        workspace.tree.frozen_paths(),
+        TrainingConfig(**config),
+        dataset_key="digits_5_9",
+        tree=workspace.tree,
+    )
+    return workspace, code
+
+
+def test_exported_script_names_no_path_of_the_server(bundled, digits, tmp_path):
+    _, code = _bundled_code(bundled, digits)
+    assert str(REPOSITORY_ROOT) not in code
+    assert str(BUNDLED_MODEL_PATH) not in code and "models/" not in code
+    assert 'BASE_MODEL_FILE = "bundled_digits_cnn.keras"' in code
+    assert f'"{BASE_MODEL_BUTTON}" button' in code  # the instruction says what to download
+    # An uploaded model is looked for next to the script as well, never by the server's path.
+    inputs = keras.Input((8, 8, 1), name="pixels")
+    features = keras.layers.GlobalAveragePooling2D(name="pool")(keras.layers.Conv2D(4, 3)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="head")(features), name="mine")
+    template = uploaded_template(model, "pool", "mine.keras")
+    workspace = Workspace(template, digits)
+    code = generate_code(template, (8, 8, 1), 5, [], TrainingConfig(), tree=workspace.tree)
+    assert str(REPOSITORY_ROOT) not in code and str(tmp_path) not in code
+    assert 'BASE_MODEL_FILE = "mine.keras"' in code
+    assert "BASE_MODEL_PATH = SCRIPT_FOLDER / BASE_MODEL_FILE" in code
+
+
+def test_exported_script_runs_on_another_machine_from_another_folder(bundled, digits, tmp_path):
+    """The learner's machine: the script and the downloaded base model, no FreezeLab."""
+    _, code = _bundled_code(bundled, digits, epochs=1, batch_size=64)
+    assert "models." not in code  # nothing of FreezeLab's to import
+    downloads, elsewhere = tmp_path / "downloads", tmp_path / "elsewhere"
+    downloads.mkdir()
+    elsewhere.mkdir()
+    script = downloads / "freezelab_setup.py"
+    script.write_text(code, encoding="utf-8")
+    environment = {
+        key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "PWD")
+    }
+    environment["TF_CPP_MIN_LOG_LEVEL"] = "3"
+
+    def run_script() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, str(script)],
+            capture_output=True,
+            text=True,
+            cwd=elsewhere,
+            env=environment,
+            timeout=300,
+        )
+
+    # Before the base model is downloaded: a clear message, not a path of the server.
+    missing = run_script()
+    assert missing.returncode != 0
+    message = missing.stderr.strip().splitlines()[-1]
+    assert message.startswith("FileNotFoundError: The base model file ")
+    assert str(downloads / "bundled_digits_cnn.keras") in message
+    assert f"with the '{BASE_MODEL_BUTTON}' button in FreezeLab's Export tab" in message
+    assert f"put it in {downloads}, next to this script." in message
+
+    # As the instructions say: the base model file downloaded next to the script.
+    file = base_model_file(bundled)
+    (downloads / file.name).write_bytes(file.read_bytes())
+    completed = run_script()
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "Trainable: 165 (FreezeLab: 165)" in completed.stdout
+    assert "'val_accuracy'" in completed.stdout
+
+
+def test_missing_base_model_file_is_explained_in_a_notebook_too(bundled, digits, tmp_path):
+    _, code = _bundled_code(bundled, digits)
+    with pytest.raises(FileNotFoundError) as caught:
+        _execute(code, folder=tmp_path)  # nothing downloaded into tmp_path
+    assert "bundled_digits_cnn.keras" in str(caught.value) and str(tmp_path) in str(caught.value)
+    namespace = {"__name__": "notebook"}  # a notebook cell has no __file__: the current folder
+    with pytest.raises(FileNotFoundError, match=r"next to this script"):
+        exec(compile(code, "<cell>", "exec"), namespace)
+
+
+def test_base_model_file_offers_the_bundled_model_only(bundled, mobilenet_template):
+    file = base_model_file(bundled)
+    assert file == BUNDLED_MODEL_PATH and file.name == "bundled_digits_cnn.keras"
+    assert file.read_bytes()[:2] == b"PK"
+    assert base_model_file(mobilenet_template) is None
+    with pytest.raises(TypeError, match="ModelTemplate"):
+        base_model_file("bundled_digits_cnn")
 
 
 def test_generated_code_is_formatted_as_ruff_formats_it(mobilenet, digits):
@@ -249,13 +364,17 @@ def test_generated_code_is_formatted_as_ruff_formats_it(mobilenet, digits):
         dataset_key="digits_5_9",
         tree=workspace.tree,
     )
-    arguments = [str(ruff), "format", "--isolated", "--line-length", "100", "-"]
-    formatted = subprocess.run(arguments, input=code, capture_output=True, text=True, check=True)
-    assert formatted.stdout == code
-    arguments = [str(ruff), "check", "--isolated", "--select", "E,W,F,I,B,UP", "-"]
-    arguments[-1:-1] = ["--line-length", "100"]
-    checked = subprocess.run(arguments, input=code, capture_output=True, text=True)
-    assert checked.returncode == 0, checked.stdout
+    _, bundled_code = _bundled_code(bundled_template(), digits)  # loads a file next to it
+    for source in (code, bundled_code):
+        arguments = [str(ruff), "format", "--isolated", "--line-length", "100", "-"]
+        formatted = subprocess.run(
+            arguments, input=source, capture_output=True, text=True, check=True
+        )
+        assert formatted.stdout == source
+        arguments = [str(ruff), "check", "--isolated", "--select", "E,W,F,I,B,UP", "-"]
+        arguments[-1:-1] = ["--line-length", "100"]
+        checked = subprocess.run(arguments, input=source, capture_output=True, text=True)
+        assert checked.returncode == 0, checked.stdout
 
 
 def test_generate_code_refuses_bad_input(bundled, digits):

@@ -1,11 +1,20 @@
 """Tests for models/transfer.py and models/layers.py: adaptation, nesting, head, save/load."""
 
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
 
 from models.layers import RGBToGrayscale, grayscale_to_rgb
-from models.transfer import build_transfer_model, cut_base
+from models.transfer import build_transfer_model, cut_base, describe_input_adaptation
+
+REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny_base(input_shape, name="base", batch_norm=False, flatten=False):
@@ -197,3 +206,140 @@ def test_cut_base_shares_layers_and_explains_unknown_names():
     with pytest.raises(ValueError, match="no layer named 'missing'") as raised:
         cut_base(classifier, "missing")
     assert "'pool'" in str(raised.value)
+
+
+# --------------------------------------------------------------- resizing without aliasing
+def checkerboard(size):
+    """The finest pattern there is: pixels alternate 0, 1. Its mean is 0.5."""
+    return (np.indices((size, size)).sum(axis=0) % 2).astype("float32")
+
+
+def thin_lines(size, period):
+    """One-pixel vertical strokes every `period` pixels (pen strokes at full resolution)."""
+    image = np.zeros((size, size), "float32")
+    image[:, ::period] = 1.0
+    return image
+
+
+def resized_by_model(image, base_side=8):
+    """What the base of a transfer model receives for `image` (the "resize" layer's output)."""
+    base = tiny_base((base_side, base_side, 1))
+    model = build_transfer_model(base, (*image.shape, 1), num_classes=2)
+    adaptation = keras.Model(model.inputs[0], model.get_layer("resize").output)
+    return adaptation.predict(image[None, :, :, None], verbose=0)[0, :, :, 0]
+
+
+def test_downsizing_a_checkerboard_gives_its_mean_not_a_moire():
+    # 28x28 (MNIST's size) to the bundled model's 8x8: a factor of 3.5.
+    image = checkerboard(28)
+    seen = resized_by_model(image)
+    assert seen.shape == (8, 8)
+    np.testing.assert_allclose(seen, 0.5, atol=0.01)
+    # The same resize without antialiasing samples 2x2 pixels per output pixel: a moire.
+    aliased = keras.ops.convert_to_numpy(keras.layers.Resizing(8, 8)(image[None, :, :, None]))
+    assert np.abs(aliased - 0.5).max() >= 0.1
+
+
+def test_downsizing_keeps_thin_strokes_as_numpy_block_averaging_does():
+    image = thin_lines(64, period=8)  # 64x64 -> 8x8: an integer factor of 8
+    reference = image.reshape(8, 8, 8, 8).mean(axis=(1, 3))  # every pixel counts
+    seen = resized_by_model(image)
+    # Away from the border (where the filter is cut off) it is the block average exactly.
+    np.testing.assert_allclose(seen[1:-1, 1:-1], reference[1:-1, 1:-1], atol=1e-5)
+    assert seen.min() > 0.05  # no stroke vanishes, at the border either
+    # Bilinear without antialiasing reads pixels 3 and 4 of each block: the strokes vanish.
+    aliased = keras.ops.convert_to_numpy(keras.layers.Resizing(8, 8)(image[None, :, :, None]))
+    np.testing.assert_array_equal(aliased, 0.0)
+
+
+def test_only_shrinking_resizes_antialias():
+    shrink = build_transfer_model(tiny_base((8, 8, 1)), (28, 28, 1), num_classes=2)
+    grow = build_transfer_model(tiny_base((32, 32, 1)), (8, 8, 1), num_classes=2)
+    assert shrink.get_layer("resize").get_config()["antialias"] is True
+    assert grow.get_layer("resize").get_config()["antialias"] is False
+    assert shrink.get_layer("resize").interpolation == "bilinear"
+
+
+ANTIALIAS_SCRIPT = """
+import json
+
+import keras
+import numpy as np
+
+from models.transfer import build_transfer_model
+
+image = (np.indices((28, 28)).sum(axis=0) % 2).astype("float32")[None, :, :, None]
+base = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3)], name="base")
+model = build_transfer_model(base, (28, 28, 1), num_classes=2)
+seen = keras.Model(model.inputs[0], model.get_layer("resize").output)(image)
+print(json.dumps({"backend": keras.backend.backend(),
+                  "values": keras.ops.convert_to_numpy(seen).ravel().tolist()}))
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed")
+def test_antialiased_resizing_is_the_same_on_jax():
+    environment = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
+    environment["PYTHONPATH"] = str(REPOSITORY_ROOT)
+    completed = subprocess.run(
+        [sys.executable, "-c", ANTIALIAS_SCRIPT],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=REPOSITORY_ROOT,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert result["backend"] == "jax"
+    on_tensorflow = resized_by_model(checkerboard(28)).ravel()
+    np.testing.assert_allclose(result["values"], on_tensorflow, atol=1e-5)
+    np.testing.assert_allclose(result["values"], 0.5, atol=0.01)
+
+
+@pytest.mark.parametrize(
+    ("base_shape", "data_shape", "text"),
+    [
+        (
+            (8, 8, 1),
+            (28, 28, 1),
+            "Images 28×28×1 → the model sees 8×8×1 (downsized with antialiasing).",
+        ),
+        (
+            (8, 8, 1),
+            (32, 32, 3),
+            "Images 32×32×3 → the model sees 8×8×1 (downsized with antialiasing; RGB turned "
+            "to gray).",
+        ),
+        (
+            (32, 32, 3),
+            (8, 8, 1),
+            "Images 8×8×1 → the model sees 32×32×3 (upsized, bilinear; the gray channel "
+            "copied to RGB).",
+        ),
+        (
+            (8, 8, 3),
+            (8, 8, 1),
+            "Images 8×8×1 → the model sees 8×8×3 (the gray channel copied to RGB).",
+        ),
+        (
+            (8, 8, 1),
+            (8, 8, 1),
+            "Images 8×8×1: the model sees them at this size (no resizing).",
+        ),
+    ],
+)
+def test_describe_input_adaptation_says_what_the_model_sees(base_shape, data_shape, text):
+    model = build_transfer_model(
+        tiny_base(base_shape), data_shape, num_classes=2, rescaling=(2.0, -1.0)
+    )
+    adaptation = describe_input_adaptation(model)
+    assert adaptation.data_shape == data_shape and adaptation.model_shape == base_shape
+    assert adaptation.text == text
+
+
+def test_describe_input_adaptation_of_tabular_data_and_bad_input():
+    base = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)], name="dense_base")
+    assert describe_input_adaptation(build_transfer_model(base, (5,), num_classes=2)) is None
+    with pytest.raises(TypeError, match="build_transfer_model; received str"):
+        describe_input_adaptation("model")
