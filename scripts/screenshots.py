@@ -47,7 +47,8 @@ def main() -> None:
         page.screenshot(path=DOCS / "4-train.png")
 
         page.get_by_role("tab", name="5 · Drift").click()
-        page.get_by_text("bitwise unchanged").wait_for(timeout=30_000)
+        drift = page.get_by_role("tabpanel", name="5 · Drift")
+        drift.get_by_text("bitwise unchanged").wait_for(timeout=30_000)
         page.locator(".js-plotly-plot").nth(2).wait_for(timeout=60_000)
         page.screenshot(path=DOCS / "5-drift.png")
         page.mouse.wheel(0, 900)

@@ -79,8 +79,11 @@ def test_newcomer_freezes_the_feature_extractor_trains_and_sees_the_proof(page: 
         page.wait_for_timeout(200)
     assert len(seen) >= 2, f"the progress bar never moved: {seen}"
 
+    proof = "All 6 frozen layers are bitwise unchanged."
+    # The proof shows where a newcomer is looking (Train), and in full under Drift.
+    expect(page.get_by_role("tabpanel", name="4 · Train").get_by_text(proof)).to_be_visible()
     go(page, "5 · Drift")
-    expect(page.get_by_text("All 6 frozen layers are bitwise unchanged.")).to_be_visible()
+    expect(page.get_by_role("tabpanel", name="5 · Drift").get_by_text(proof)).to_be_visible()
     traces = plotly_traces(page, 0)  # the drift lines (a closed tab renders nothing)
     frozen = [t for t in traces if t["dash"] == "dash"]
     trainable_traces = [t for t in traces if t["dash"] != "dash" and t["y"]]
