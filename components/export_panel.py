@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from components.panels import escape_markdown, show_error
+from components import state
+from components.state import escape_markdown, show_error
 from models.export import (
     BASE_MODEL_BUTTON,
     base_model_file,
@@ -134,8 +135,7 @@ def render_export(
     upload = st.file_uploader(
         "A FreezeLab run config (.json)", type=["json"], disabled=training, key="config_upload"
     )
-    if upload is not None and st.session_state.get("config_upload_seen") != upload.file_id:
-        st.session_state.config_upload_seen = upload.file_id
+    if upload is not None and state.first_sight("config_upload", upload.file_id):
         return RestoreRequest(upload.getvalue(), upload.name)
     return None
 

@@ -1,7 +1,7 @@
 """Render the lessons page: one interactive step per freezing idea, with live numbers from Keras.
 
 Every number shown comes from a real Keras layer or model built by `models.lessons`. The cheap
-numbers are cached in `st.session_state["lessons_cache"]` per setting; the two steps that train
+numbers are cached in the session (`state.LESSONS_CACHE`) per setting; the two steps that train
 run only when their button is clicked and keep their result under "lessons_" keys.
 """
 
@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from components import state
 from models.lessons import (
     LayerWeights,
     batch_norm_weights,
@@ -24,16 +25,13 @@ from models.lessons import (
     transfer_workflow,
 )
 
-CACHE_KEY = "lessons_cache"
-FROZEN_TRAINING_KEY = "lessons_frozen_training"
-WORKFLOW_KEY = "lessons_workflow"
 _INNER_CHOICES = ("not set", "True", "False")
 _RUN_LOCK = threading.Lock()  # one training lesson at a time per server process
 
 
 def _cached(name: str, function: Callable[..., Any], *args: Hashable) -> Any:
     """Returns `function(*args)`, computed once per session and setting."""
-    cache: dict = st.session_state.setdefault(CACHE_KEY, {})
+    cache: dict = state.setdefault(state.LESSONS_CACHE, {})
     key = (name, *args)
     if key not in cache:
         cache[key] = function(*args)
@@ -120,8 +118,8 @@ def _step_train_frozen() -> None:
     )
     if st.button("▶ Train 3 epochs", key="lessons_train_frozen"):
         with st.spinner("Training a tiny model..."), _RUN_LOCK:
-            st.session_state[FROZEN_TRAINING_KEY] = train_with_frozen_layer(seed=0)
-    check = st.session_state.get(FROZEN_TRAINING_KEY)
+            state.put(state.LESSONS_FROZEN_TRAINING, train_with_frozen_layer(seed=0))
+    check = state.get(state.LESSONS_FROZEN_TRAINING)
     if check is None:
         st.info("Click the button to train and check.")
         return
@@ -217,8 +215,8 @@ def _step_workflow() -> None:
     )
     if st.button("▶ Run the workflow", key="lessons_run_workflow"):
         with st.spinner("Training both phases (a few seconds)..."), _RUN_LOCK:
-            st.session_state[WORKFLOW_KEY] = transfer_workflow(seed=0)
-    result = st.session_state.get(WORKFLOW_KEY)
+            state.put(state.LESSONS_WORKFLOW, transfer_workflow(seed=0))
+    result = state.get(state.LESSONS_WORKFLOW)
     if result is None:
         st.info("Click the button to run both phases and measure them.")
     else:

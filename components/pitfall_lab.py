@@ -1,6 +1,6 @@
 """Render the pitfall lab: pick a freezing mistake, run it both ways, compare the measured evidence.
 
-Results live in `st.session_state` under keys starting with "pitfall_", so reruns show them
+Results live in the session (`state.PITFALL_RESULTS`), so reruns show them
 again without training anything; training happens only when "Run experiment" is clicked.
 """
 
@@ -11,7 +11,9 @@ from collections.abc import Callable
 
 import streamlit as st
 
+from components import state
 from components.figures import drift_lines_figure
+from components.state import show_error
 from models.pitfalls import (
     FINE,
     NOTE,
@@ -25,8 +27,6 @@ from models.pitfalls import (
 
 CHOICE_KEY = "pitfall_choice"
 SEED_KEY = "pitfall_seed"
-RESULTS_KEY = "pitfall_results"
-ERROR_KEY = "pitfall_error"
 CHART_HEIGHT = 380
 
 # One experiment at a time per server process: 30 learners on 2 cores would otherwise slow
@@ -121,29 +121,26 @@ def render_pitfall_result(result: PitfallResult) -> None:
     )
 
 
-def _run(key: str, seed: int) -> None:
-    results: dict = st.session_state[RESULTS_KEY]
-    st.session_state[ERROR_KEY] = None
+def _run(key: str, seed: int) -> str | None:
+    """Runs one experiment into the session's results; returns why it failed, if it did."""
+    results: dict = state.setdefault(state.PITFALL_RESULTS, {})
     with st.spinner(f"Running '{_format_choice(key)}' both ways (a few seconds)..."):
         try:
             with _RUN_LOCK:
                 results[(key, seed)] = run_pitfall(key, seed=seed)
         except Exception as error:  # no traceback ever reaches a learner
-            st.session_state[ERROR_KEY] = (
-                f"The experiment could not run: {type(error).__name__}: {error}"
-            )
+            return f"The experiment could not run: {type(error).__name__}: {error}"
+    return None
 
 
 def render_pitfall_lab() -> None:
     """Renders the pitfall lab section: choice, explanation, Run button and the two runs.
 
-    Works standalone: it only reads and writes session-state keys starting with "pitfall_".
+    Works standalone: it keeps its results in the session (`state.PITFALL_RESULTS`).
 
     Example:
     >>> render_pitfall_lab()  # inside a Streamlit script or tab
     """
-    st.session_state.setdefault(RESULTS_KEY, {})
-    st.session_state.setdefault(ERROR_KEY, None)
     st.markdown(
         "Each experiment trains the bundled pretrained digits model twice from the **same "
         "starting weights, data and seed**: once the wrong way, once the right way. The "
@@ -160,14 +157,14 @@ def render_pitfall_lab() -> None:
     st.markdown(f"**What to look at:** {pitfall.what_to_look_at}")
     st.markdown(f"**The right way:** {pitfall.fix}")
     if st.button("▶ Run experiment", key="pitfall_run", type="primary"):
-        _run(key, seed)
-    if st.session_state[ERROR_KEY]:
-        st.error(st.session_state[ERROR_KEY], icon=":material/error:")
-    result = st.session_state[RESULTS_KEY].get((key, seed))
+        failure = _run(key, seed)
+        if failure:
+            show_error(failure)
+    result = state.get(state.PITFALL_RESULTS, {}).get((key, seed))
     if result is None:
         st.info("Click **Run experiment** to train both ways and compare.")
         return
     try:
         render_pitfall_result(result)
     except Exception as error:  # a drawing problem must not show a traceback either
-        st.error(f"The results could not be shown: {type(error).__name__}: {error}")
+        show_error(f"The results could not be shown: {type(error).__name__}: {error}")

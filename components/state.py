@@ -1,9 +1,18 @@
-"""Owns this session's user settings and the one way notices and errors reach the user.
+"""Owns this browser session's state: its keys, user settings, and how notices reach the user.
 
-Streamlit drops the state of a widget that was not drawn in a run. With lazy tabs (only the open
-tab's content runs) a setting made in a closed tab would be lost, so every user setting lives in
-one app-owned dictionary, `st.session_state[SETTINGS_KEY]`, and widgets only show it: before a
-widget is drawn, its key is filled from the setting; after it is drawn, its value is copied back.
+Every `st.session_state` key FreezeLab uses is a constant here, and only this module reads or
+writes `st.session_state`; the rest of the app goes through `get`, `put`, `pop`, the settings
+and the notices below.
+
+User settings outlive the widgets that show them. Streamlit drops the state of a widget that
+was not drawn in a run, and with lazy tabs (only the open tab's content runs) a setting made in
+a closed tab would be lost, so every user setting lives in one app-owned dictionary and widgets
+only show it (`kept_widget`): before a widget is drawn, its key is filled from the setting;
+after it is drawn, its value is copied back.
+
+Notices are the one way messages reach the user: `notify` keeps one for the next run (a
+handler followed by `st.rerun()`), `show_notices` draws them where they belong (the top of the
+page, or inside one step's tab), and `show_error` draws an error at once.
 """
 
 from __future__ import annotations
@@ -15,33 +24,119 @@ from typing import Any
 
 import streamlit as st
 
-SETTINGS_KEY = "settings"
-NOTICES_KEY = "notices"
+# ------------------------------------------------------------------------- the keys
+WORKSPACE = "workspace"  # this session's models.workspace.Workspace
+STORED_RUNS = "stored_runs"  # snapshots of runs kept on disk from earlier visits
+SAVED_RUN_IDS = "saved_run_ids"  # ids of this session's runs already saved to disk
+PRESET = "preset"  # the instructor link's models.presets.Preset
+TRAINING_DEFAULTS = "training_defaults"  # TrainingConfig the settings start from
+CHOSEN_CONFIG = "chosen_config"  # the TrainingConfig the controls show in this run
+WEIGHTS_MISSING = "weights_error"  # why ImageNet weights could not be had (offers random init)
+UPLOADED_MODEL = "uploaded_model"  # (file name, keras.Model) of the last model upload
+UPLOADED_INFO = "uploaded_info"  # what the model step shows of that upload
+DATA_NOTES = "data_notes"  # notes from loading the dataset (skipped files, dropped rows)
+ENDED_RUN_SHOWN = "ended_run_shown"  # the run whose end already triggered a full rerun
+ALL_FROZEN_WARNING = "all_frozen_warning"  # Train was pressed with nothing trainable
+STEP_TAB = "step_tab"  # the open tab (tests and scripts may set it)
+SETTINGS = "settings"  # the user's settings, by widget key
+NOTICES = "notices"  # notices kept for the next run
+SEEN_UPLOADS = "seen_uploads"  # uploader key -> id of the file already handled
+LESSONS_CACHE = "lessons_cache"  # the Lessons tab's computed numbers, by setting
+LESSONS_FROZEN_TRAINING = "lessons_frozen_training"
+LESSONS_WORKFLOW = "lessons_workflow"
+PITFALL_RESULTS = "pitfall_results"  # the Pitfall lab's results, by (pitfall, seed)
+PITFALL_ERROR = "pitfall_error"
+
+# Where a notice shows: the top of the page, or inside one step's tab.
+PAGE = "page"
+NOTICE_PLACES = (PAGE, "model", "data", "export")
 NOTICE_KINDS = ("success", "info", "warning", "error")
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
+# Characters that can start Markdown or HTML markup anywhere in a line. Without "[" no link or
+# image can form, so "(", ")", "." and "!" stay readable ("Finished 2 epoch(s).").
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]#|<>~$])")
+_LINE_START_MARKUP = re.compile(r"^(\s*)([-+]|\d+[.)])(?=\s)", re.MULTILINE)
 _ICONS = {"error": ":material/error:"}
 
 
+# ------------------------------------------------------------------ plain session values
+def get(key: str, default: Any = None) -> Any:
+    """Returns a session value, or `default` when it was never set.
+
+    Example:
+    >>> get(STORED_RUNS, [])
+    []
+    """
+    return st.session_state.get(key, default)
+
+
+def put(key: str, value: Any) -> None:
+    """Sets a session value."""
+    st.session_state[key] = value
+
+
+def pop(key: str, default: Any = None) -> Any:
+    """Removes a session value and returns it (`default` when it was not set)."""
+    return st.session_state.pop(key, default)
+
+
+def setdefault(key: str, default: Any) -> Any:
+    """Returns a session value, setting it to `default` first when it was not set."""
+    return st.session_state.setdefault(key, default)
+
+
+def has(key: str) -> bool:
+    """Whether the session holds a value under `key`."""
+    return key in st.session_state
+
+
+def first_sight(uploader_key: str, file_id: str) -> bool:
+    """True the first time an uploader shows this file (reruns then skip handling it again).
+
+    Args:
+        uploader_key: The file uploader's key.
+        file_id: The uploaded file's `file_id`.
+
+    Returns:
+        Whether this file is new for that uploader.
+    """
+    seen: dict[str, str] = st.session_state.setdefault(SEEN_UPLOADS, {})
+    if seen.get(uploader_key) == file_id:
+        return False
+    seen[uploader_key] = file_id
+    return True
+
+
+# ---------------------------------------------------------------------------- notices
 @dataclass(frozen=True)
 class Notice:
-    """A message kept for the user until the page is next drawn.
+    """A message for the user.
 
     Attributes:
         text: Plain text (names in it are untrusted: it is shown without Markdown).
         kind: One of `NOTICE_KINDS`.
+        place: Where it shows: `PAGE` (the top) or a step ("model", "data", "export").
     """
 
     text: str
     kind: str = "warning"
+    place: str = PAGE
 
     def __post_init__(self) -> None:
         if self.kind not in NOTICE_KINDS:
             raise ValueError(f"`kind` must be one of {NOTICE_KINDS}. Received: kind={self.kind!r}")
+        if self.place not in NOTICE_PLACES:
+            raise ValueError(
+                f"`place` must be one of {NOTICE_PLACES}. Received: place={self.place!r}"
+            )
 
 
 def escape_markdown(text: str) -> str:
     """Escapes Markdown so untrusted names (files, layers, folders) show as plain text."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
+    escaped = _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
+    # A line that starts like a list item ("- x", "2. x") stays a line of text.
+    return _LINE_START_MARKUP.sub(
+        lambda match: match.group(1) + match.group(2)[:-1] + "\\" + match.group(2)[-1], escaped
+    )
 
 
 def show(notice: Notice) -> None:
@@ -55,27 +150,37 @@ def show_error(message: str) -> None:
     show(Notice(message, "error"))
 
 
-def notify(text: str, kind: str = "warning") -> None:
-    """Keeps a notice to show at the top of the page's next run (after `st.rerun()`).
+def notify(text: str, kind: str = "warning", place: str = PAGE) -> None:
+    """Keeps a notice to show on the page's next run (after `st.rerun()`).
 
     Args:
         text: What to tell the user, in plain text.
         kind: "success", "info", "warning" or "error".
+        place: `PAGE` for the top of the page, or the step whose tab shows it.
 
     Example:
     >>> notify("Restored the freeze plan and settings.", "success")
     """
-    st.session_state.setdefault(NOTICES_KEY, []).append(Notice(text, kind))
+    st.session_state.setdefault(NOTICES, []).append(Notice(text, kind, place))
 
 
-def show_notices() -> None:
-    """Shows and forgets the notices kept by `notify`, oldest first."""
-    for notice in st.session_state.pop(NOTICES_KEY, []):
+def show_notices(place: str = PAGE) -> None:
+    """Shows and forgets the kept notices for one place, oldest first."""
+    kept: list[Notice] = st.session_state.setdefault(NOTICES, [])
+    for notice in [notice for notice in kept if notice.place == place]:
         show(notice)
+    kept[:] = [notice for notice in kept if notice.place != place]
 
 
+def clear_notices(place: str) -> None:
+    """Forgets the kept notices of one place (a new request replaces the old answer)."""
+    kept: list[Notice] = st.session_state.setdefault(NOTICES, [])
+    kept[:] = [notice for notice in kept if notice.place != place]
+
+
+# --------------------------------------------------------------------------- settings
 def _settings() -> dict[str, Any]:
-    return st.session_state.setdefault(SETTINGS_KEY, {})
+    return st.session_state.setdefault(SETTINGS, {})
 
 
 def setting(key: str, default: Any = None) -> Any:

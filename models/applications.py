@@ -7,7 +7,6 @@ import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from numbers import Integral
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -16,7 +15,8 @@ import keras
 
 from models.download import DownloadError, ProgressCallback, download_file
 from models.layers import IMAGENET_STD_RGB
-from models.workspace import ModelTemplate
+from models.template import ModelKey, ModelTemplate
+from models.validation import check_whole_number
 
 MODELS_SUBDIR = "models"
 MAX_INPUT_SIZE = 512
@@ -370,17 +370,16 @@ def validate_input_size(key: str, input_size: int) -> int:
     96
     """
     entry = get_application_entry(key)
-    if (
-        isinstance(input_size, bool)
-        or not isinstance(input_size, Integral)
-        or not entry.min_input_size <= input_size <= MAX_INPUT_SIZE
-    ):
-        raise ValueError(
-            f"{entry.title} takes square images from {entry.min_input_size} to "
-            f"{MAX_INPUT_SIZE} px; received input_size={input_size!r}. Choose e.g. one of "
-            f"{list(entry.input_sizes)}."
+    return int(
+        check_whole_number(
+            "input_size",
+            input_size,
+            entry.min_input_size,
+            MAX_INPUT_SIZE,
+            hint=f"{entry.title} takes square images from {entry.min_input_size} to "
+            f"{MAX_INPUT_SIZE} px; choose e.g. one of {list(entry.input_sizes)}.",
         )
-    return int(input_size)
+    )
 
 
 def imagenet_weights_path(
@@ -629,7 +628,7 @@ def application_template(
         )
     return ModelTemplate.from_model(
         base,
-        key=f"{key}@{size}:{'imagenet' if is_pretrained else 'random'}",
+        key=ModelKey.application(key, size, is_pretrained).format(),
         title=application_title(key, size, is_pretrained),
         description=f"{entry.description} {weights_text} Input {size}x{size}x3.",
         pretrained=is_pretrained,

@@ -9,6 +9,7 @@ from typing import Any
 import keras
 
 from models.transfer import build_transfer_model
+from models.validation import check_whole_number
 
 BUNDLED_MODEL_PATH = Path(__file__).resolve().with_name("bundled_digits_cnn.keras")
 BUNDLED_METADATA_PATH = BUNDLED_MODEL_PATH.with_suffix(".json")
@@ -44,8 +45,9 @@ def build_digits_cnn(num_classes: int = len(PRETRAINED_DIGITS)) -> keras.Model:
     >>> model.get_layer("feature_extractor").output.shape
     (None, 32)
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer >= 2; received {num_classes!r}.")
+    check_whole_number(
+        "num_classes", num_classes, 2, hint="A classifier needs at least two classes."
+    )
 
     def conv_block(filters: int, index: int) -> list[keras.layers.Layer]:
         return [

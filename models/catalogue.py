@@ -9,9 +9,8 @@ from types import MappingProxyType
 from models.applications import APPLICATIONS, application_template
 from models.bundled import load_bundled_base, load_bundled_metadata
 from models.download import ProgressCallback
-from models.workspace import ModelTemplate
+from models.template import BUNDLED_MODEL_KEY, ModelKey, ModelTemplate, parse_model_key
 
-BUNDLED_MODEL_KEY = "bundled_digits_cnn"
 DEFAULT_MODEL = BUNDLED_MODEL_KEY
 
 MODEL_CATALOGUE: Mapping[str, str] = MappingProxyType(
@@ -36,7 +35,7 @@ def bundled_template() -> ModelTemplate:
     accuracy_text = f" ({accuracy:.0%} validation accuracy)" if accuracy is not None else ""
     return ModelTemplate.from_model(
         load_bundled_base(),
-        key=BUNDLED_MODEL_KEY,
+        key=ModelKey.bundled().format(),
         title="Bundled digits CNN",
         description=(
             "A small CNN whose feature extractor (3 Conv2D + BatchNormalization + ReLU blocks) "
@@ -98,11 +97,20 @@ def load_template(
     )
 
 
-def catalogue_key(template_key: str) -> str:
+def catalogue_key(template_key: str) -> str | None:
     """The catalogue key a template key comes from ("resnet50@96:imagenet" -> "resnet50").
+
+    Args:
+        template_key: A template's key (see `models.template.parse_model_key`).
+
+    Returns:
+        The catalogue key, or None for an uploaded model or a Dense base.
+
+    Raises:
+        ValueError: When `template_key` is not a model key.
 
     Example:
     >>> catalogue_key("resnet50@96:random")
     'resnet50'
     """
-    return template_key.split("@", 1)[0]
+    return parse_model_key(template_key).catalogue_key

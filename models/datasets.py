@@ -1,15 +1,17 @@
-"""Bundled offline image datasets (scikit-learn digits, generated shapes) as NumPy arrays."""
+"""Image datasets as NumPy arrays (bundled digits and shapes), the validation split, batch fit."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from numbers import Integral
+from numbers import Integral, Real
 from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
+
+from models.checks import checked_int
 
 DEFAULT_DATASET = "digits_5_9"
 
@@ -432,3 +434,75 @@ def train_validation_split(
         x, y, test_size=validation_fraction, random_state=seed, stratify=y, shuffle=True
     )
     return x_train, y_train, x_validation, y_validation
+
+
+@dataclass(frozen=True)
+class BatchFit:
+    """How a batch size fits a dataset.
+
+    Attributes:
+        batch_size: The batch size to use (reduced to the training samples if needed).
+        num_train_samples: Samples left for training after the validation split.
+        reduced: Whether `batch_size` is smaller than the requested one.
+        message: A sentence for the user when reduced, else "".
+    """
+
+    batch_size: int
+    num_train_samples: int
+    reduced: bool
+    message: str
+
+
+def check_batch_fits(
+    num_samples: int, batch_size: int, validation_fraction: float = 0.0
+) -> BatchFit:
+    """Checks that a batch fits in the training split, reducing the batch size if not.
+
+    The training split has `num_samples - ceil(validation_fraction * num_samples)` samples
+    (as in `train_validation_split`). A batch size larger than that is reduced to it (one
+    step per epoch) and the message says so.
+
+    Args:
+        num_samples: Samples in the dataset.
+        batch_size: The requested batch size, at least 1.
+        validation_fraction: Share held out for validation, 0 to 0.9.
+
+    Returns:
+        A `BatchFit`.
+
+    Raises:
+        ValueError: When no sample is left for training.
+
+    Example:
+    >>> check_batch_fits(20, 32, 0.2).batch_size
+    16
+    """
+    num_samples = checked_int("num_samples", num_samples, 0)
+    batch_size = checked_int("batch_size", batch_size, 1)
+    if (
+        isinstance(validation_fraction, bool)
+        or not isinstance(validation_fraction, Real)
+        or not 0 <= validation_fraction <= 0.9
+    ):
+        raise ValueError(
+            f"validation_fraction must be between 0 and 0.9; received {validation_fraction!r}."
+        )
+    num_validation = math.ceil(float(validation_fraction) * num_samples)
+    num_train = num_samples - num_validation
+    if num_train < 1:
+        raise ValueError(
+            f"The dataset has {num_samples} sample(s); after holding out {num_validation} for "
+            "validation none is left for training. Add data or lower the validation fraction."
+        )
+    if batch_size <= num_train:
+        return BatchFit(batch_size, num_train, False, "")
+    return BatchFit(
+        num_train,
+        num_train,
+        True,
+        (
+            f"The training split has only {num_train} sample(s), fewer than the batch size "
+            f"{batch_size}: the batch size will be reduced to {num_train} (one step per "
+            "epoch). Lower the batch size or add data to choose it yourself."
+        ),
+    )

@@ -35,6 +35,7 @@ import pandas as pd
 from keras import ops
 
 from models.tree import STATE_KIND, WEIGHTS_KIND, LayerTree
+from models.validation import check_whole_number
 
 DRIFT_COLUMNS = (
     "step",
@@ -270,15 +271,7 @@ class DriftRecorder(keras.callbacks.Callback):
 
     def __init__(self, tree: LayerTree, every_n_batches: int | None = None) -> None:
         super().__init__()
-        if every_n_batches is not None and (
-            isinstance(every_n_batches, bool)
-            or not isinstance(every_n_batches, int)
-            or every_n_batches < 1
-        ):
-            raise ValueError(
-                f"`every_n_batches` must be None or a whole number >= 1, received "
-                f"{every_n_batches!r}."
-            )
+        every_n_batches = check_whole_number("every_n_batches", every_n_batches, 1, allow_none=True)
         self.tree = tree
         self.every_n_batches = every_n_batches
         self._groups: list[_Group] | None = None

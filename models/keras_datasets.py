@@ -8,7 +8,6 @@ import pickle
 import tarfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from numbers import Integral
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -18,6 +17,7 @@ import numpy as np
 from models.applications import keras_cache_dir
 from models.datasets import ImageDataset
 from models.download import DownloadError, ProgressCallback, download_file
+from models.validation import check_whole_number
 
 DATASETS_SUBDIR = "datasets"
 FASHION_MNIST_FOLDER = "fashion-mnist"
@@ -396,15 +396,14 @@ def load_keras_dataset(
     ((28, 28, 1), 10)
     """
     entry = _get_entry(name)
-    if subset_size is not None and (
-        isinstance(subset_size, bool)
-        or not isinstance(subset_size, Integral)
-        or subset_size < len(entry.class_names)
-    ):
-        raise ValueError(
-            f"subset_size must be None (all {entry.num_train_samples:,} images) or an integer "
-            f">= {len(entry.class_names)} (one image per class); received {subset_size!r}."
-        )
+    subset_size = check_whole_number(
+        "subset_size",
+        subset_size,
+        len(entry.class_names),
+        allow_none=True,
+        hint=f"None keeps all {entry.num_train_samples:,} images; a subset needs at least one "
+        "image per class.",
+    )
     folder = keras_dataset_folder(cache_dir)
     try:
         arrays = _CACHE_LOADERS[name](folder)

@@ -33,6 +33,7 @@ from models.pitfalls import (
     two_phase_fine_tune,
 )
 from models.tree import LayerTree, set_trainable
+from models.validation import check_whole_number
 
 MAX_UNITS = 64
 MAX_INPUT_DIM = 64
@@ -82,11 +83,7 @@ class LayerWeights:
 
 
 def _check_size(name: str, value: int, maximum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"`{name}` must be a whole number, received {value!r}.")
-    if not 1 <= value <= maximum:
-        raise ValueError(f"`{name}` must be between 1 and {maximum}, received {value}.")
-    return int(value)
+    return int(check_whole_number(name, value, 1, maximum))
 
 
 def _describe(layer: keras.layers.Layer) -> LayerWeights:

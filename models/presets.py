@@ -17,23 +17,24 @@ ignored with a notice naming it, its value and what is accepted; the rest still 
 | data    | bundled dataset                       | "digits_5_9", "digits_0_4", "shapes"          |
 | freeze  | named freeze plan                     | "none", "base", "all", "batch_norm",          |
 |         |                                       | "up_to:<layer path>", "top:<n>" (n base       |
-|         |                                       | layers left trainable)                        |
+|         |                                       | layers left trainable); see `models.plans`    |
 | frozen  | explicit plan, as top-down steps      | comma-separated layer paths, applied in       |
 |         |                                       | order from an all-trainable model: "path"     |
 |         |                                       | freezes the layer and all inside it, "!path"  |
 |         |                                       | makes them trainable again; replaces `freeze` |
-| epochs  | epochs                                | 1 to 200                                      |
-| lr      | learning rate                         | a number from 1e-06 to 1                      |
-| batch   | batch size                            | 1 to 1024                                     |
+| epochs  | epochs                                | 1 to 1000                                     |
+| lr      | learning rate                         | a number from 1e-06 to 10                     |
+| batch   | batch size                            | 1 to 65536                                    |
 | opt     | optimizer                             | "adam", "adamw", "rmsprop", "sgd"             |
-| val     | validation fraction                   | 0 to 0.5                                      |
+| val     | validation fraction                   | 0 to 0.9                                      |
 | hide    | controls to hide                      | comma-separated: model, data, upload, freeze, |
 |         |                                       | settings, code                                |
 | title   | heading for the room                  | text, at most 120 characters                  |
 | msg     | message for the room                  | text, at most 500 characters                  |
 
-The parameter "session" (the run store's session id, `models.run_store`) is reserved and
-ignored here.
+The ranges are `models.limits`'s, the same `TrainingConfig` accepts, so a link can carry the
+settings of any run. The parameter "session" (the run store's session id, `models.run_store`)
+is reserved and ignored here.
 """
 
 from __future__ import annotations
@@ -47,14 +48,27 @@ from typing import Any
 from models.applications import APPLICATION_ENTRIES, MAX_INPUT_SIZE
 from models.datasets import BUNDLED_DATASETS
 from models.export import freeze_statements
+from models.limits import (
+    BATCH_SIZE_RANGE,
+    EPOCHS_RANGE,
+    LEARNING_RATE_RANGE,
+    TOP_LAYERS_RANGE,
+    VALIDATION_FRACTION_RANGE,
+)
+from models.plans import NAMED_PLANS, FreezePlan, PlanKind
 from models.run_store import SESSION_QUERY_PARAMETER
+from models.template import (
+    BUNDLED_MODEL_KEY,
+    IMAGENET_WEIGHTS,
+    RANDOM_WEIGHTS,
+    WEIGHT_CHOICES,
+    ModelKind,
+    parse_model_key,
+)
 from models.training import OPTIMIZERS, TrainingConfig
 from models.tree import LayerTree, format_paths
+from models.validation import number_phrase, whole_number_phrase
 
-BUNDLED_MODEL_KEY = "bundled_digits_cnn"  # the same key as models.catalogue.BUNDLED_MODEL_KEY
-WEIGHT_CHOICES: tuple[str, ...] = ("imagenet", "random")
-NAMED_PLANS: tuple[str, ...] = ("none", "base", "all", "batch_norm")
-PLAN_PREFIXES: tuple[str, ...] = ("up_to:", "top:")
 HIDEABLE_CONTROLS: Mapping[str, str] = {
     "model": "the model picker (catalogue, size, weights)",
     "data": "the dataset picker",
@@ -63,11 +77,6 @@ HIDEABLE_CONTROLS: Mapping[str, str] = {
     "settings": "the training settings (epochs, learning rate, batch size, optimizer)",
     "code": "'Show code' and the downloads",
 }
-EPOCHS_RANGE: tuple[int, int] = (1, 200)
-LEARNING_RATE_RANGE: tuple[float, float] = (1e-6, 1.0)
-BATCH_SIZE_RANGE: tuple[int, int] = (1, 1024)
-VALIDATION_RANGE: tuple[float, float] = (0.0, 0.5)
-MAX_TOP_LAYERS = 10_000
 MAX_TITLE_LENGTH = 120
 MAX_MESSAGE_LENGTH = 500
 MAX_PATHS = 200
@@ -175,31 +184,32 @@ class Preset:
         }
         return replace(config, **changes)
 
+    def freeze_plan(self) -> FreezePlan | None:
+        """The named plan as a `FreezePlan`, or None when the preset has none.
+
+        An explicit plan (`freeze_steps`) replaces the named one; it is applied with
+        `resolve_frozen_paths` instead.
+
+        Example:
+        >>> Preset(freeze="top:3").freeze_plan().apply(workspace.tree, workspace.base_path)
+        """
+        if self.freeze is None or self.freeze_steps is not None:
+            return None
+        return FreezePlan.parse(self.freeze)
+
     def freeze_action(self) -> tuple[str, Any] | None:
         """The `Workspace.bulk_action(action, argument)` call for the named plan, if any.
 
         Returns:
             `(action, argument)`, e.g. `("freeze_base", None)`, `("freeze_up_to", path)` or
-            `("unfreeze_top", 3)`; None when the preset has no named plan. An explicit plan
-            (`freeze_steps`) is applied with `resolve_frozen_paths` instead.
+            `("unfreeze_top", 3)`; None when the preset has no named plan (see `freeze_plan`).
 
         Example:
         >>> Preset(freeze="top:3").freeze_action()
         ('unfreeze_top', 3)
         """
-        if self.freeze is None or self.freeze_steps is not None:
-            return None
-        simple = {
-            "none": "unfreeze_all",
-            "base": "freeze_base",
-            "all": "freeze_all",
-            "batch_norm": "freeze_batch_norm",
-        }
-        if self.freeze in simple:
-            return simple[self.freeze], None
-        if self.freeze.startswith("up_to:"):
-            return "freeze_up_to", self.freeze.removeprefix("up_to:")
-        return "unfreeze_top", int(self.freeze.removeprefix("top:"))
+        plan = self.freeze_plan()
+        return None if plan is None else (plan.action, plan.argument)
 
 
 # ------------------------------------------------------------------------------ parsing
@@ -239,8 +249,8 @@ def _whole(name: str, text: str, low: int, high: int, what: str, notices: list[s
         number = None
     if number is None or not low <= number <= high:
         notices.append(
-            f"URL parameter {name}={_shown(text)} was ignored: {what} must be a whole number "
-            f"from {low} to {high}."
+            f"URL parameter {name}={_shown(text)} was ignored: {what} must be "
+            f"{whole_number_phrase(low, high)}."
         )
         return None
     return number
@@ -256,29 +266,36 @@ def _fraction(
     inside = (low < number if open_low else low <= number) and number <= high
     if not math.isfinite(number) or not inside:
         notices.append(
-            f"URL parameter {name}={_shown(text)} was ignored: {what} must be a number from "
-            f"{low:g} to {high:g}, e.g. {'0.001' if name == 'lr' else '0.2'}."
+            f"URL parameter {name}={_shown(text)} was ignored: {what} must be "
+            f"{number_phrase(low, high)}, e.g. {'0.001' if name == 'lr' else '0.2'}."
         )
         return None
     return number
 
 
+def _link_plan(text: str) -> FreezePlan | None:
+    """The plan of a link's `freeze` text, or None: not "keep", a path a link can carry."""
+    try:
+        plan = FreezePlan.parse(text)
+    except ValueError:
+        return None
+    if plan.kind is PlanKind.KEEP:
+        return None
+    if plan.kind is PlanKind.UP_TO:
+        path = str(plan.argument)
+        if len(path) > MAX_PATH_LENGTH or not path.isprintable():
+            return None
+    return plan
+
+
 def _parse_freeze(text: str, notices: list[str]) -> str | None:
-    value = text.strip()
-    if value in NAMED_PLANS:
-        return value
-    if value.startswith("up_to:"):
-        path = value.removeprefix("up_to:").strip()
-        if path and len(path) <= MAX_PATH_LENGTH and path.isprintable():
-            return f"up_to:{path}"
-    elif value.startswith("top:"):
-        count = value.removeprefix("top:").strip()
-        if count.isdigit() and int(count) <= MAX_TOP_LAYERS:
-            return f"top:{int(count)}"
+    plan = _link_plan(text)
+    if plan is not None:
+        return plan.text
     notices.append(
         f"URL parameter freeze={_shown(text)} was ignored: expected one of {list(NAMED_PLANS)}, "
         f"'up_to:<layer path>' (e.g. up_to:transfer_model/feature_extractor/conv2) or "
-        f"'top:<n>' with n from 0 to {MAX_TOP_LAYERS}."
+        f"'top:<n>' with n from {TOP_LAYERS_RANGE[0]} to {TOP_LAYERS_RANGE[1]}."
     )
     return None
 
@@ -373,7 +390,7 @@ def parse_query(
                 "models have a choice of weights."
             )
         elif weights in WEIGHT_CHOICES:
-            fields["pretrained"] = weights == "imagenet"
+            fields["pretrained"] = weights == IMAGENET_WEIGHTS
         else:
             notices.append(
                 f"URL parameter weights={_shown(weights)} was ignored: expected 'imagenet' "
@@ -414,7 +431,7 @@ def parse_query(
         )
     text = get("val")
     if text is not None:
-        low, high = VALIDATION_RANGE
+        low, high = VALIDATION_FRACTION_RANGE
         fields["validation_fraction"] = _fraction(
             "val", text, low, high, "the validation fraction", notices, open_low=False
         )
@@ -481,7 +498,7 @@ def preset_query(preset: Preset) -> dict[str, str]:
     if preset.input_size is not None:
         query["size"] = str(int(preset.input_size))
     if preset.pretrained is not None:
-        query["weights"] = "imagenet" if preset.pretrained else "random"
+        query["weights"] = IMAGENET_WEIGHTS if preset.pretrained else RANDOM_WEIGHTS
     if preset.dataset is not None:
         query["data"] = preset.dataset
     if preset.freeze is not None and preset.freeze_steps is None:
@@ -620,12 +637,18 @@ def preset_for(
     """
     query: dict[str, str] = {}
     notices: list[str] = []
-    catalogue, _, rest = template_key.partition("@")
-    if catalogue == BUNDLED_MODEL_KEY:
-        query["model"] = catalogue
-    elif catalogue in APPLICATION_ENTRIES and rest:
-        size, _, weights = rest.partition(":")
-        query.update(model=catalogue, size=size, weights=weights)
+    try:
+        key = parse_model_key(template_key)
+    except ValueError:  # not a key FreezeLab makes: a link cannot carry it either
+        key = None
+    if key is not None and key.kind is ModelKind.BUNDLED:
+        query["model"] = BUNDLED_MODEL_KEY
+    elif (
+        key is not None
+        and key.kind is ModelKind.APPLICATION
+        and key.catalogue_key in APPLICATION_ENTRIES
+    ):
+        query.update(model=key.catalogue_key, size=str(key.input_size), weights=key.weights)
     else:
         notices.append(
             f"The model {template_key!r} was uploaded or built from uploaded data, so a link "

@@ -1,10 +1,10 @@
-"""Keep finished runs on disk, per browser session, so a refresh or reconnect does not lose them.
+"""Keep ended runs on disk, per browser session, so a refresh or reconnect does not lose them.
 
 Layout (one folder per session, two files per run, both written atomically):
 
     <runs folder>/                      FREEZELAB_RUNS_DIR, else <repository>/runs
         <session id>/                   e.g. "Xk3_9aQ-2bZr" (secrets.token_urlsafe(9))
-            run-000003.json             everything but the drift records (see `StoredRun`)
+            run-000003.json             everything but the drift records (a `RunSnapshot`)
             run-000003.csv              the drift DataFrame, CSV with a header row
 
 The drift records are stored as CSV, not Parquet: the same format as the drift download,
@@ -29,14 +29,15 @@ import secrets
 import shutil
 import tempfile
 import threading
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from models.job import PhaseBoundary
+from models.snapshot import RunSnapshot, VerificationSummary
+from models.training import JobState, TrainingConfig, TrainingProgress
 from models.tree import ParameterCounts
 
 RUNS_DIR_ENVIRONMENT_VARIABLE = "FREEZELAB_RUNS_DIR"
@@ -44,7 +45,8 @@ DEFAULT_MAX_BYTES = 200 * 1024 * 1024
 DEFAULT_MAX_RUNS_PER_SESSION = 20
 SESSION_QUERY_PARAMETER = "session"
 STORED_RUN_FORMAT = "freezelab-stored-run"
-STORED_RUN_FORMAT_VERSION = 1
+STORED_RUN_FORMAT_VERSION = 2
+_READABLE_FORMAT_VERSIONS = (1, 2)  # version 1: before names, settings, phases and timing
 MAX_RUN_ID = 999_999
 _SESSION_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{8,64}")
 _RUN_FILE_PATTERN = re.compile(r"run-(\d{6})\.json")
@@ -107,128 +109,6 @@ def _check_session_id(session_id: object) -> str:
     return str(session_id)
 
 
-@dataclass(frozen=True)
-class VerificationSummary:
-    """The outcome of the bitwise check of frozen layers, as plain data.
-
-    Attributes:
-        all_unchanged: Whether every frozen layer kept its weights and state bitwise.
-        num_checked: Number of frozen layers checked.
-        changed_paths: Paths of frozen layers that changed.
-        message: The one-line summary shown to users.
-    """
-
-    all_unchanged: bool
-    num_checked: int
-    changed_paths: tuple[str, ...]
-    message: str
-
-    @classmethod
-    def from_result(cls, result: Any) -> VerificationSummary:
-        """Summarises a `models.drift.VerificationResult`.
-
-        Example:
-        >>> VerificationSummary.from_result(run.job.verification()).all_unchanged
-        True
-        """
-        return cls(
-            all_unchanged=bool(result.all_unchanged),
-            num_checked=int(result.num_checked),
-            changed_paths=tuple(str(path) for path in result.changed_paths),
-            message=str(result.message()),
-        )
-
-
-@dataclass(frozen=True, eq=False)
-class StoredRun:
-    """A finished run as kept on disk: everything needed to show and compare it later.
-
-    Attributes:
-        run_id: The run's number in its session (1 to 999999).
-        label: Short name, e.g. "Run 2 · 3 epochs · lr 0.01".
-        config: The run config (`models.export.run_config`), JSON-ready.
-        frozen_paths: The freeze plan when the run started, sorted.
-        counts: Trainable / non-trainable parameters when the run started.
-        history: Per-epoch metrics, e.g. {"loss": [...], "val_accuracy": [...]}.
-        drift: The drift DataFrame (`TrainingJob.drift_frame()`).
-        verification: The bitwise check of frozen layers, or None when not available.
-        state: How the run ended: "finished", "cancelled" or "failed".
-        message: What happened, in words.
-        created_at: When the run was stored (ISO 8601, UTC).
-        model_title: The base model's title.
-        dataset_title: The dataset's title.
-        layer_order: Node paths in model order, for charts.
-        depths: Node depth by path, for indented charts.
-        batch_history: Per-batch training metrics ({"step": [...], "loss": [...]}).
-    """
-
-    run_id: int
-    label: str
-    config: dict[str, Any]
-    frozen_paths: tuple[str, ...]
-    counts: ParameterCounts
-    history: dict[str, list[float]]
-    drift: pd.DataFrame
-    verification: VerificationSummary | None
-    state: str
-    message: str
-    created_at: str
-    model_title: str = ""
-    dataset_title: str = ""
-    layer_order: tuple[str, ...] = ()
-    depths: dict[str, int] = field(default_factory=dict)
-    batch_history: dict[str, list[float]] = field(default_factory=dict)
-
-    @classmethod
-    def from_run(cls, run: Any, config: Mapping[str, Any] | None = None) -> StoredRun:
-        """Captures a `models.workspace.Run` whose job has ended.
-
-        Args:
-            run: The run (`workspace.latest_run`).
-            config: Its run config (`models.export.run_config(...)`); None stores the
-                training settings only.
-
-        Returns:
-            The `StoredRun`.
-
-        Raises:
-            ValueError: When the run is still pending or running.
-
-        Example:
-        >>> store.save(session_id, StoredRun.from_run(workspace.latest_run))
-        """
-        progress = run.job.progress()
-        if not progress.done:
-            raise ValueError(
-                f"Run {run.run_id} is still {progress.state.value}; store it once it has "
-                "finished, been cancelled or failed."
-            )
-        try:
-            verification = VerificationSummary.from_result(run.job.verification())
-        except Exception:  # a failed run may have no drift snapshot to verify against
-            verification = None
-        return cls(
-            run_id=int(run.run_id),
-            label=str(run.label),
-            config=dict(config) if config is not None else {"training": run.config.to_dict()},
-            frozen_paths=tuple(sorted(run.frozen_paths)),
-            counts=run.counts,
-            history={key: [float(v) for v in values] for key, values in progress.history.items()},
-            drift=run.job.drift_frame(),
-            verification=verification,
-            state=str(progress.state.value),
-            message=str(progress.message),
-            created_at=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
-            model_title=str(run.model_title),
-            dataset_title=str(run.dataset_title),
-            layer_order=tuple(run.layer_order),
-            depths={str(path): int(depth) for path, depth in run.depths.items()},
-            batch_history={
-                key: [float(v) for v in values] for key, values in progress.batch_history.items()
-            },
-        )
-
-
 # ------------------------------------------------------------------------- (de)coding
 def _float_or_text(value: float) -> float | str:
     """JSON has no NaN or infinity: write those as text, read them back as floats."""
@@ -245,31 +125,39 @@ def _metrics_from_json(data: Any, what: str) -> dict[str, list[float]]:
     return {str(k): [float(v) for v in values] for k, values in data.items()}
 
 
-def _record_json(run: StoredRun, csv_name: str) -> dict[str, Any]:
+def _record_json(run: RunSnapshot, csv_name: str) -> dict[str, Any]:
     verification = run.verification
+    progress = run.progress
     return {
         "format": STORED_RUN_FORMAT,
         "format_version": STORED_RUN_FORMAT_VERSION,
         "run_id": run.run_id,
         "label": run.label,
+        "name": run.name,
         "model_title": run.model_title,
         "dataset_title": run.dataset_title,
         "created_at": run.created_at,
-        "state": run.state,
-        "message": run.message,
-        "config": run.config,
+        "state": progress.state.value,
+        "message": progress.message,
+        "epoch": progress.epoch,
+        "elapsed_seconds": progress.elapsed_seconds,
+        "settings": run.settings.to_dict(),
+        "config": dict(run.config),
         "frozen_paths": sorted(run.frozen_paths),
         "counts": {"trainable": run.counts.trainable, "non_trainable": run.counts.non_trainable},
-        "history": _metrics_to_json(run.history),
-        "batch_history": _metrics_to_json(run.batch_history),
+        "history": _metrics_to_json(progress.history),
+        "batch_history": _metrics_to_json(progress.batch_history),
         "verification": None
         if verification is None
         else {
             "all_unchanged": verification.all_unchanged,
             "num_checked": verification.num_checked,
             "changed_paths": list(verification.changed_paths),
-            "message": verification.message,
+            "message": verification.text,
         },
+        "phase_boundaries": [list(boundary) for boundary in run.phase_boundaries],
+        "execution_note": run.execution_note,
+        "execution_cached": run.execution_cached,
         "layer_order": list(run.layer_order),
         "depths": dict(run.depths),
         "drift_file": csv_name,
@@ -290,44 +178,72 @@ def _drift_from_csv(text: str, columns: list[str], dtypes: list[str], rows: int)
             f"the drift CSV has columns {list(raw.columns)[:5]}... and {len(raw)} rows; the "
             f"record expects {columns[:5]}... and {rows} rows"
         )
-    restored = {}
-    for column, dtype in zip(columns, dtypes, strict=True):
-        values = raw[column]
-        if dtype == "bool":
-            unknown = set(values) - {"True", "False"}
-            if unknown:
-                raise ValueError(
-                    f"column {column!r} holds non-boolean values {sorted(unknown)[:3]}"
-                )
-            restored[column] = values.eq("True").astype("bool")
-        elif dtype.startswith(("int", "uint")):
-            restored[column] = values.astype("int64").astype(dtype)
-        elif dtype.startswith("float"):
-            restored[column] = values.replace("", "nan").astype("float64").astype(dtype)
-        elif dtype == "object":
-            restored[column] = values.astype(object)
-        else:  # text dtypes such as pandas 3's "str"; anything unknown stays text
-            try:
-                restored[column] = values.astype(dtype)
-            except (TypeError, ValueError):
-                restored[column] = values.astype(object)
+    restored = {
+        column: _restore_column(raw[column], column, dtype)
+        for column, dtype in zip(columns, dtypes, strict=True)
+    }
     return pd.DataFrame(restored, columns=columns)
 
 
-def _stored_run_from_json(data: Any, csv_text: str) -> StoredRun:
+def _restore_column(values: pd.Series, column: str, dtype: str) -> pd.Series:
+    """One drift column read as text, back in its stored dtype (the same bits for floats)."""
+    if dtype == "bool":
+        unknown = set(values) - {"True", "False"}
+        if unknown:
+            raise ValueError(f"column {column!r} holds non-boolean values {sorted(unknown)[:3]}")
+        return values.eq("True").astype("bool")
+    if dtype.startswith(("int", "uint")):
+        return values.astype("int64").astype(dtype)
+    if dtype.startswith("float"):
+        return values.replace("", "nan").astype("float64").astype(dtype)
+    if dtype == "object":
+        return values.astype(object)
+    try:  # text dtypes such as pandas 3's "str"; anything unknown stays text
+        return values.astype(dtype)
+    except (TypeError, ValueError):
+        return values.astype(object)
+
+
+def _settings_from_json(data: dict[str, Any]) -> TrainingConfig:
+    """The run's settings: stored since version 2, else read from its run config."""
+    stored = data.get("settings")
+    if stored is None:
+        training = data.get("config", {}).get("training", {})
+        names = TrainingConfig.__dataclass_fields__
+        stored = {key: value for key, value in training.items() if key in names}
+    return TrainingConfig(**stored)
+
+
+def _stored_run_from_json(data: Any, csv_text: str) -> RunSnapshot:
     if not isinstance(data, dict) or data.get("format") != STORED_RUN_FORMAT:
         raise ValueError("not a FreezeLab stored run")
-    if data.get("format_version") != STORED_RUN_FORMAT_VERSION:
+    if data.get("format_version") not in _READABLE_FORMAT_VERSIONS:
         raise ValueError(f"format_version {data.get('format_version')!r} is not supported")
     counts = data["counts"]
     verification = data["verification"]
-    return StoredRun(
+    settings = _settings_from_json(data)
+    history = _metrics_from_json(data["history"], "history")
+    progress = TrainingProgress(
+        state=JobState(str(data["state"])),
+        epoch=int(data.get("epoch", len(history.get("loss", [])))),
+        epochs=settings.epochs,
+        batch=0,
+        batches_per_epoch=None,
+        history=history,
+        batch_history=_metrics_from_json(data.get("batch_history", {}), "batch_history"),
+        message=str(data["message"]),
+        elapsed_seconds=float(data.get("elapsed_seconds", 0.0)),
+        eta_seconds=None,
+    )
+    if not progress.done:
+        raise ValueError(f"state {progress.state.value!r} is not an ended run's")
+    return RunSnapshot(
         run_id=int(data["run_id"]),
         label=str(data["label"]),
-        config=dict(data["config"]),
+        settings=settings,
         frozen_paths=tuple(str(path) for path in data["frozen_paths"]),
         counts=ParameterCounts(int(counts["trainable"]), int(counts["non_trainable"])),
-        history=_metrics_from_json(data["history"], "history"),
+        progress=progress,
         drift=_drift_from_csv(
             csv_text,
             [str(column) for column in data["drift_columns"]],
@@ -340,16 +256,21 @@ def _stored_run_from_json(data: Any, csv_text: str) -> StoredRun:
             all_unchanged=bool(verification["all_unchanged"]),
             num_checked=int(verification["num_checked"]),
             changed_paths=tuple(str(path) for path in verification["changed_paths"]),
-            message=str(verification["message"]),
+            text=str(verification["message"]),
         ),
-        state=str(data["state"]),
-        message=str(data["message"]),
-        created_at=str(data["created_at"]),
         model_title=str(data.get("model_title", "")),
         dataset_title=str(data.get("dataset_title", "")),
+        name=str(data.get("name", "")),
+        config=dict(data["config"]),
+        phase_boundaries=tuple(
+            PhaseBoundary(str(name), int(epoch), int(step))
+            for name, epoch, step in data.get("phase_boundaries", [])
+        ),
+        execution_note=str(data.get("execution_note", "")),
+        execution_cached=bool(data.get("execution_cached", False)),
         layer_order=tuple(str(path) for path in data.get("layer_order", [])),
         depths={str(path): int(depth) for path, depth in data.get("depths", {}).items()},
-        batch_history=_metrics_from_json(data.get("batch_history", {}), "batch_history"),
+        created_at=str(data["created_at"]),
     )
 
 
@@ -396,7 +317,7 @@ class RunStore:
     Example:
     >>> store = RunStore(default_runs_folder())
     >>> session_id = new_session_id()
-    >>> store.save(session_id, StoredRun.from_run(run, config))
+    >>> store.save(session_id, RunSnapshot.of(run, config))
     >>> runs, notices = store.load(session_id)
     """
 
@@ -426,30 +347,35 @@ class RunStore:
         """
         return self.folder / _check_session_id(session_id)
 
-    def save(self, session_id: str, record: StoredRun) -> Path:
-        """Stores a run (replacing a stored run with the same id) and prunes the folder.
+    def save(self, session_id: str, record: RunSnapshot) -> Path:
+        """Stores an ended run (replacing a stored run with the same id) and prunes the folder.
 
         Args:
             session_id: A valid session id (`new_session_id()`).
-            record: The run.
+            record: The run's snapshot, taken after it ended.
 
         Returns:
             The path of the run's JSON file.
 
         Raises:
             ValueError: For an invalid session id or run id.
-            TypeError: When `record` is not a `StoredRun`.
+            TypeError: When `record` is not a `RunSnapshot`.
             OSError: When the disk refuses the write (full, read-only).
 
         Example:
-        >>> store.save(session_id, StoredRun.from_run(run))
+        >>> store.save(session_id, RunSnapshot.of(run))
         PosixPath('.../runs/Xk3_9aQ-2bZr/run-000001.json')
         """
         folder = self.session_folder(session_id)
-        if not isinstance(record, StoredRun):
+        if not isinstance(record, RunSnapshot):
             raise TypeError(
-                f"save expects a StoredRun (e.g. StoredRun.from_run(run)); received "
+                f"save expects a RunSnapshot (e.g. RunSnapshot.of(run)); received "
                 f"{type(record).__name__}."
+            )
+        if not record.done:
+            raise ValueError(
+                f"Run {record.run_id} is still {record.state.value}; store it once it has "
+                "finished, been cancelled or failed."
             )
         run_id = record.run_id
         if isinstance(run_id, bool) or not isinstance(run_id, int) or not 1 <= run_id <= MAX_RUN_ID:
@@ -485,7 +411,7 @@ class RunStore:
             for suffix in (".json", ".csv"):
                 (folder / f"run-{run_id:06d}{suffix}").unlink(missing_ok=True)
 
-    def load(self, session_id: str) -> tuple[list[StoredRun], list[str]]:
+    def load(self, session_id: str) -> tuple[list[RunSnapshot], list[str]]:
         """Reads a session's stored runs, skipping unreadable ones with a notice.
 
         Loading marks the session as recently used, so `prune` keeps it longer.
@@ -505,7 +431,7 @@ class RunStore:
         >>> runs, notices = store.load(st.query_params["session"])
         """
         folder = self.session_folder(session_id)
-        runs: list[StoredRun] = []
+        runs: list[RunSnapshot] = []
         notices: list[str] = []
         with self._lock:
             if not folder.is_dir():
@@ -532,15 +458,6 @@ class RunStore:
             with contextlib.suppress(OSError):
                 os.utime(folder)
         return runs, notices
-
-    def delete(self, session_id: str) -> bool:
-        """Deletes a session's stored runs; returns whether there were any."""
-        folder = self.session_folder(session_id)
-        with self._lock:
-            if not folder.is_dir():
-                return False
-            shutil.rmtree(folder, ignore_errors=True)
-            return True
 
     def total_bytes(self) -> int:
         """The size of every session folder together, in bytes."""
@@ -599,8 +516,6 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "SESSION_QUERY_PARAMETER",
     "RunStore",
-    "StoredRun",
-    "VerificationSummary",
     "default_runs_folder",
     "is_valid_session_id",
     "new_session_id",

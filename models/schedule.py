@@ -15,8 +15,17 @@ import numpy as np
 import pandas as pd
 
 from models.drift import DriftRecorder, VerificationResult
+from models.job import PhaseBoundary
+from models.limits import (
+    EPOCHS_RANGE,
+    LAYERS_PER_STEP_RANGE,
+    LEARNING_RATE_RANGE,
+    UNFREEZE_STEPS_RANGE,
+)
+from models.plans import FreezePlan
 from models.training import JobState, TrainingConfig, TrainingJob, TrainingProgress, TrainingSlots
 from models.tree import LayerTree, ParameterCounts
+from models.validation import check_choice, check_number, check_whole_number
 
 PHASE_PLANS = ("freeze_base", "unfreeze_all", "unfreeze_top", "keep")
 
@@ -27,7 +36,8 @@ class Phase:
 
     Attributes:
         name: Shown in charts, e.g. "feature extraction".
-        plan: "freeze_base", "unfreeze_all", "unfreeze_top" (with `num_layers`) or "keep".
+        plan: The action name of its freeze plan (`models.plans`): "freeze_base",
+            "unfreeze_all", "unfreeze_top" (with `num_layers`) or "keep".
         epochs: Epochs of this phase.
         learning_rate: Learning rate of this phase (a fresh optimizer each phase).
         num_layers: For "unfreeze_top": how many of the base's last layers train.
@@ -40,18 +50,19 @@ class Phase:
     num_layers: int = 0
 
     def __post_init__(self) -> None:
-        if self.plan not in PHASE_PLANS:
-            raise ValueError(f"Unknown phase plan '{self.plan}'. Expected one of {PHASE_PLANS}.")
-        TrainingConfig(epochs=self.epochs, learning_rate=self.learning_rate)  # validates both
+        check_choice("phase plan", self.plan, PHASE_PLANS)
+        FreezePlan.from_action(self.plan, self.num_layers)  # checks num_layers of "unfreeze_top"
+        check_whole_number("epochs", self.epochs, *EPOCHS_RANGE)
+        check_number("learning_rate", self.learning_rate, *LEARNING_RATE_RANGE)
+
+    @property
+    def freeze_plan(self) -> FreezePlan:
+        """The phase's plan as a `FreezePlan` (e.g. "unfreeze_top" with `num_layers`)."""
+        return FreezePlan.from_action(self.plan, self.num_layers)
 
     def apply(self, tree: LayerTree, base_path: str) -> None:
         """Sets this phase's freeze plan on the model."""
-        if self.plan == "freeze_base":
-            tree.set_frozen(base_path, True)
-        elif self.plan == "unfreeze_all":
-            tree.unfreeze_all()
-        elif self.plan == "unfreeze_top":
-            tree.unfreeze_top(self.num_layers, base_path)
+        self.freeze_plan.apply(tree, base_path)
 
 
 def two_phase_schedule(
@@ -110,14 +121,8 @@ def gradual_schedule(
     >>> [p.num_layers for p in gradual_schedule(2, 1e-2, 3, 2, 1, 1e-4)]
     [0, 2, 4, 6]
     """
-    for name, value, low, high in (
-        ("num_steps", num_steps, 1, 20),
-        ("layers_per_step", layers_per_step, 1, 10_000),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ValueError(
-                f"`{name}` must be a whole number from {low} to {high}, got {value!r}."
-            )
+    check_whole_number("num_steps", num_steps, *UNFREEZE_STEPS_RANGE)
+    check_whole_number("layers_per_step", layers_per_step, *LAYERS_PER_STEP_RANGE)
     phases = [Phase("feature extraction", "freeze_base", head_epochs, head_learning_rate)]
     for step in range(1, num_steps + 1):
         count = step * layers_per_step
@@ -136,8 +141,8 @@ def gradual_schedule(
 class ScheduledJob:
     """Runs phases one after the other on one model, with one drift recorder.
 
-    It offers the same reading API as `TrainingJob` (`progress`, `drift_frame`,
-    `verification`, `cancel`, `start`, `wait`), so the dashboard shows it like any run.
+    It implements the `models.job.Job` protocol like `TrainingJob`, so the dashboard shows it
+    like any run.
 
     Args:
         model: The model to train.
@@ -244,11 +249,11 @@ class ScheduledJob:
         return self.progress()
 
     # --------------------------------------------------------------------------- reading
-    def phase_boundaries(self) -> list[tuple[str, int, int]]:
-        """`(phase name, first epoch, first drift step)` of every phase that started."""
+    def phase_boundaries(self) -> list[PhaseBoundary]:
+        """Where every phase that started begins (its first epoch and first training step)."""
         boundaries, epochs, steps = [], 0, 0
         for phase, job in zip(self.phases, self._jobs, strict=False):
-            boundaries.append((phase.name, epochs, steps))
+            boundaries.append(PhaseBoundary(phase.name, epochs, steps))
             progress = job.progress()
             epochs += progress.epoch
             steps += progress.epoch * (progress.batches_per_epoch or 0)
@@ -309,3 +314,7 @@ class ScheduledJob:
         if self._final_verification is not None and self.progress().done:
             return self._final_verification
         return self.recorder.verify()
+
+    def proof(self) -> VerificationResult | None:
+        """The bitwise check of the frozen layers (`verification`), or None before recording."""
+        return self.verification() if self.recorder.started else None

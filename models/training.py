@@ -23,6 +23,15 @@ import pandas as pd
 
 from models.datasets import train_validation_split
 from models.drift import DriftRecorder, VerificationResult
+from models.job import PhaseBoundary
+from models.limits import (
+    BATCH_SIZE_RANGE,
+    DRIFT_EVERY_BATCHES_RANGE,
+    EPOCHS_RANGE,
+    LEARNING_RATE_RANGE,
+    SEED_RANGE,
+    VALIDATION_FRACTION_RANGE,
+)
 from models.prefix_cache import (
     ExecutionPlan,
     build_head_model,
@@ -30,6 +39,7 @@ from models.prefix_cache import (
     plan_prefix_cache,
 )
 from models.tree import LayerTree, ParameterCounts
+from models.validation import check_choice, check_number, check_whole_number
 
 OPTIMIZERS: dict[str, type[keras.optimizers.Optimizer]] = {
     "adam": keras.optimizers.Adam,
@@ -44,13 +54,17 @@ class TrainingConfig:
     """Settings of one training run.
 
     Attributes:
-        epochs: Passes over the training data (1 to 1000).
-        batch_size: Samples per gradient step (1 to 65536).
-        learning_rate: Optimizer step size, > 0 and <= 10.
+        epochs: Passes over the training data (`EPOCHS_RANGE`: 1 to 1000).
+        batch_size: Samples per gradient step (`BATCH_SIZE_RANGE`: 1 to 65536).
+        learning_rate: Optimizer step size (`LEARNING_RATE_RANGE`: 1e-6 to 10).
         optimizer: One of "adam", "sgd", "rmsprop", "adamw".
-        validation_fraction: Share of the data held out for validation (stratified), 0 for none.
+        validation_fraction: Share of the data held out for validation (stratified), 0 for none
+            (`VALIDATION_FRACTION_RANGE`: 0 to 0.9).
         seed: Seed for the split, the shuffling, dropout and new weights.
         drift_every_batches: Also record drift every this many batches; None for epoch ends only.
+
+    The bounds live in `models.limits`; bad values raise `ValueError` (`TypeError` too for a
+    value of the wrong kind, see `models.validation`).
     """
 
     epochs: int = 3
@@ -62,36 +76,19 @@ class TrainingConfig:
     drift_every_batches: int | None = None
 
     def __post_init__(self) -> None:
-        def whole(name: str, value: Any, low: int, high: int) -> None:
-            if isinstance(value, bool) or not isinstance(value, int | np.integer):
-                raise TypeError(f"`{name}` must be a whole number, received {value!r}.")
-            if not low <= value <= high:
-                raise ValueError(f"`{name}` must be between {low} and {high}, received {value}.")
-
-        whole("epochs", self.epochs, 1, 1000)
-        whole("batch_size", self.batch_size, 1, 65536)
-        whole("seed", self.seed, 0, 2**31 - 1)
-        if self.drift_every_batches is not None:
-            whole("drift_every_batches", self.drift_every_batches, 1, 10**9)
-        rate = self.learning_rate
-        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 10:
-            raise ValueError(
-                f"`learning_rate` must be a number > 0 and <= 10, received {rate!r}. "
-                "Typical values: 1e-3 for a new head, 1e-5 for fine-tuning."
-            )
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(
-                f"Unknown optimizer '{self.optimizer}'. Expected one of {sorted(OPTIMIZERS)}."
-            )
-        fraction = self.validation_fraction
-        if (
-            isinstance(fraction, bool)
-            or not isinstance(fraction, int | float)
-            or not (0 <= fraction <= 0.9)
-        ):
-            raise ValueError(
-                f"`validation_fraction` must be between 0 and 0.9, received {fraction!r}."
-            )
+        check_whole_number("epochs", self.epochs, *EPOCHS_RANGE)
+        check_whole_number("batch_size", self.batch_size, *BATCH_SIZE_RANGE)
+        check_whole_number("seed", self.seed, *SEED_RANGE)
+        every, every_range = self.drift_every_batches, DRIFT_EVERY_BATCHES_RANGE
+        check_whole_number("drift_every_batches", every, *every_range, allow_none=True)
+        check_number(
+            "learning_rate",
+            self.learning_rate,
+            *LEARNING_RATE_RANGE,
+            hint="Typical values: 1e-3 for a new head, 1e-5 for fine-tuning.",
+        )
+        check_choice("optimizer", self.optimizer, sorted(OPTIMIZERS))
+        check_number("validation_fraction", self.validation_fraction, *VALIDATION_FRACTION_RANGE)
 
     def to_dict(self) -> dict[str, Any]:
         """Returns the settings as a plain dict (JSON-ready)."""
@@ -236,9 +233,7 @@ class TrainingSlots:
 
     def __init__(self, limit: int | None = None) -> None:
         limit = default_training_slots() if limit is None else limit
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"`limit` must be a whole number >= 1, received {limit!r}.")
-        self.limit = limit
+        self.limit = check_whole_number("limit", limit, 1)
         self._condition = threading.Condition()
         self._running = 0
         self._queue: list[object] = []
@@ -737,6 +732,17 @@ class TrainingJob:
         if final is not None and self.progress().done:
             return final
         return self.recorder.verify()
+
+    def proof(self) -> VerificationResult | None:
+        """The bitwise check of the frozen layers (`verification`), or None before recording.
+
+        A job that failed or was stopped before its first step recorded nothing to check.
+        """
+        return self.verification() if self.recorder.started else None
+
+    def phase_boundaries(self) -> list[PhaseBoundary]:
+        """One phase, from the start (see `models.job.Job`)."""
+        return [PhaseBoundary("Training", 0, 0)]
 
 
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")

@@ -14,6 +14,7 @@ from models.layers import (
     RGBToGrayscale,
     grayscale_to_rgb,
 )
+from models.validation import check_whole_number
 
 # Images are resized with bilinear interpolation; when they are made smaller, with
 # antialiasing: every input pixel then contributes (a triangle filter as wide as the scale),
@@ -80,11 +81,9 @@ def _validate_arguments(
     rescaling: tuple[float, float] | None,
     preprocessing: str | None,
 ) -> None:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, Integral) or num_classes < 2:
-        raise ValueError(
-            f"num_classes must be an integer >= 2 (a classifier needs at least two classes); "
-            f"received {num_classes!r}."
-        )
+    check_whole_number(
+        "num_classes", num_classes, 2, hint="A classifier needs at least two classes."
+    )
     if isinstance(dropout, bool) or not isinstance(dropout, Real) or not 0 <= dropout < 1:
         raise ValueError(
             f"dropout must be a rate in [0, 1), e.g. 0.2 (0 disables dropout); received "

@@ -31,6 +31,7 @@ import keras
 import pandas as pd
 
 from models.names import display_name
+from models.validation import check_whole_number
 
 PATH_SEPARATOR = "/"
 WEIGHTS_KIND = "weights"
@@ -694,8 +695,7 @@ class LayerTree:
         Example:
         >>> tree.unfreeze_top(2, "transfer_model/feature_extractor")  # conv3 and batch_norm3
         """
-        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 0:
-            raise ValueError(f"`num_layers` must be a whole number >= 0, received {num_layers!r}.")
+        num_layers = int(check_whole_number("num_layers", num_layers, 0))
         base_path = base_path if base_path is not None else self.default_base_path()
         base = self._entry(base_path)
         set_trainable(base.layer, True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -13,8 +12,8 @@ import keras
 
 import models.layers  # noqa: F401  (registers FreezeLab's layers so saved FreezeLab models load)
 from models.names import with_internal_names
+from models.template import ModelKey, ModelTemplate
 from models.transfer import cut_base
-from models.workspace import ModelTemplate
 
 DEFAULT_MAX_MODEL_BYTES = 200 * 1024 * 1024
 MODEL_EXTENSIONS: tuple[str, ...] = (".keras", ".h5", ".hdf5")
@@ -413,11 +412,6 @@ def default_cut_layer(model: keras.Model) -> str:
     return layers[index].name
 
 
-def _template_key(display_name: str, cut_layer: str) -> str:
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", display_name)
-    return f"upload:{safe}:{cut_layer}"
-
-
 def uploaded_template(model: keras.Model, cut_layer: str, filename: str) -> ModelTemplate:
     """Cuts an uploaded model at a layer and captures the base as a `ModelTemplate`.
 
@@ -476,7 +470,7 @@ def uploaded_template(model: keras.Model, cut_layer: str, filename: str) -> Mode
         )
     return ModelTemplate.from_model(
         base,
-        key=_template_key(display_name, cut_layer),
+        key=ModelKey.upload(display_name, cut_layer).format(),
         title=f"Uploaded: {display_name} (cut at {cut_layer})",
         description=(
             f"Your model '{model.name}' from {display_name}, up to and including layer "
@@ -487,21 +481,3 @@ def uploaded_template(model: keras.Model, cut_layer: str, filename: str) -> Mode
         pretrained=True,
     )
 
-
-def model_bytes(model: keras.Model) -> bytes:
-    """Serialises a model to `.keras` bytes (for downloads and tests).
-
-    Args:
-        model: A Keras model.
-
-    Returns:
-        The bytes of `model.save("model.keras")`.
-
-    Example:
-    >>> load_uploaded_model(model_bytes(model), "model.keras").name == model.name
-    True
-    """
-    with tempfile.TemporaryDirectory(prefix="freezelab_save_") as folder:
-        path = Path(folder) / "model.keras"
-        model.save(path)
-        return path.read_bytes()

@@ -7,122 +7,23 @@ everything a user changes (flags, weights, runs) lives only in their workspace.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import keras
-import numpy as np
 
 from models.datasets import ImageDataset
+from models.plans import FreezePlan
+from models.template import ModelTemplate
 from models.training import JobState, TrainingConfig, TrainingJob, TrainingSlots
 from models.transfer import build_transfer_model
 from models.tree import LayerTree, ParameterCounts
 
 MAX_RUNS_KEPT = 4
 TRANSFER_MODEL_NAME = "transfer_model"
-
-
-@dataclass(frozen=True, eq=False)
-class ModelTemplate:
-    """A read-only base model that many sessions can copy: its config and weights.
-
-    Attributes:
-        key: Stable id, e.g. "bundled_digits_cnn".
-        title: Human name for menus.
-        description: One or two sentences for the model card.
-        config: `base.get_config()`; never mutated.
-        weights: `base.get_weights()`; read-only arrays, never mutated.
-        class_name: The base's class name (e.g. "Sequential" or "Functional").
-        pretrained: Whether the weights were learned (False for random initialisation).
-        input_shape: The base's input shape without the batch axis.
-        num_layers: Number of layers of the base (nested ones included).
-        num_params: Parameters of the base.
-        rescaling: Optional (scale, offset) that maps [0, 1] images to what the base expects.
-        preprocessing: Optional `ImagenetPreprocessing` mode ("tf", "torch", "caffe" or
-            "none") that maps [0, 1] images to what a keras.applications base expects.
-    """
-
-    key: str
-    title: str
-    description: str
-    config: dict
-    weights: tuple[np.ndarray, ...]
-    class_name: str
-    pretrained: bool
-    input_shape: tuple
-    num_layers: int
-    num_params: int
-    rescaling: tuple[float, float] | None = None
-    preprocessing: str | None = None
-
-    @classmethod
-    def from_model(
-        cls,
-        base: keras.Model,
-        *,
-        key: str,
-        title: str,
-        description: str,
-        pretrained: bool,
-        rescaling: tuple[float, float] | None = None,
-        preprocessing: str | None = None,
-    ) -> ModelTemplate:
-        """Captures a base model as a template (copies its config and weights).
-
-        Args:
-            base: A built Keras model, used as the feature extractor.
-            key: Stable id.
-            title: Human name.
-            description: Short description.
-            pretrained: Whether its weights were learned.
-            rescaling: Optional (scale, offset) for inputs in [0, 1].
-            preprocessing: Optional `ImagenetPreprocessing` mode for inputs in [0, 1].
-
-        Returns:
-            A `ModelTemplate`.
-
-        Example:
-        >>> template = ModelTemplate.from_model(load_bundled_base(), key="bundled",
-        ...                                     title="Bundled", description="", pretrained=True)
-        """
-        weights = []
-        for array in base.get_weights():
-            copy = np.array(array, copy=True)
-            copy.setflags(write=False)
-            weights.append(copy)
-        tree = LayerTree(base)
-        return cls(
-            key=key,
-            title=title,
-            description=description,
-            config=base.get_config(),
-            weights=tuple(weights),
-            class_name=type(base).__name__,
-            pretrained=pretrained,
-            input_shape=tuple(base.input_shape[1:]),
-            num_layers=len(tree) - 1,
-            num_params=tree.totals().total,
-            rescaling=rescaling,
-            preprocessing=preprocessing,
-        )
-
-    def instantiate(self) -> keras.Model:
-        """Builds a new, independent copy of the base with the template's weights.
-
-        Returns:
-            A fresh Keras model; changing it never affects the template or other copies.
-        """
-        class_name = self.class_name
-        builder = keras.Sequential if class_name == "Sequential" else keras.Model
-        # Keras's from_config consumes the dict it is given: hand it a private copy so the
-        # shared template can be instantiated again (by every session).
-        base = builder.from_config(copy.deepcopy(self.config))
-        base.set_weights(list(self.weights))
-        return base
 
 
 @dataclass
@@ -269,32 +170,42 @@ class Workspace:
         self._build(keep_plan=self.tree.frozen_paths())
 
     # ------------------------------------------------------------------------ freezing
-    def apply_plan(self, frozen_paths: Iterable[str]) -> None:
-        """Applies a freeze plan (see `LayerTree.apply_frozen_paths`)."""
-        self._require_idle("change the freeze plan")
-        self.tree.apply_frozen_paths(frozen_paths)
-
-    def bulk_action(self, action: str, argument: Any = None) -> None:
-        """Runs a bulk freezing action and bumps the revision (so views refresh).
+    def apply_plan(self, frozen_paths: Iterable[str], *, from_tree: bool = False) -> None:
+        """Applies a freeze plan (see `LayerTree.apply_frozen_paths`).
 
         Args:
-            action: One of "freeze_all", "unfreeze_all", "freeze_base", "freeze_up_to"
-                (argument: path), "unfreeze_top" (argument: how many of the base's top layers
-                with weights train; see `LayerTree.unfreeze_top`), "freeze_batch_norm".
-            argument: The action's argument, when it takes one.
+            frozen_paths: The paths to freeze; every other node is unfrozen.
+            from_tree: True when the layer tree view itself sent the plan: its view already
+                shows it, so the revision stays (views of the plan are redrawn otherwise).
         """
         self._require_idle("change the freeze plan")
-        actions: dict[str, Callable[[], None]] = {
-            "freeze_all": self.tree.freeze_all,
-            "unfreeze_all": self.tree.unfreeze_all,
-            "freeze_base": lambda: self.tree.set_frozen(self.base_path, True),
-            "freeze_up_to": lambda: self.tree.freeze_up_to(argument),
-            "unfreeze_top": lambda: self.tree.unfreeze_top(argument, self.base_path),
-            "freeze_batch_norm": self.tree.freeze_batch_norm,
-        }
-        if action not in actions:
-            raise ValueError(f"Unknown bulk action '{action}'. Expected one of {sorted(actions)}.")
-        actions[action]()
+        self.tree.apply_frozen_paths(frozen_paths)
+        if not from_tree:
+            self.revision += 1
+
+    def refresh_views(self) -> None:
+        """Bumps the revision so views of the plan redraw from the model's real flags."""
+        self.revision += 1
+
+    def bulk_action(self, action: str | FreezePlan, argument: Any = None) -> None:
+        """Applies a named freeze plan (see `models.plans`) and bumps the revision.
+
+        Args:
+            action: A `FreezePlan`, or an action name: "freeze_all", "unfreeze_all",
+                "freeze_base", "freeze_up_to" (argument: path), "unfreeze_top" (argument: how
+                many of the base's top layers with weights train; see `LayerTree.unfreeze_top`),
+                "freeze_batch_norm".
+            argument: The action's argument, when it takes one.
+
+        Raises:
+            ValueError: For an unknown action or a bad argument.
+        """
+        self._require_idle("change the freeze plan")
+        if isinstance(action, FreezePlan):
+            plan = action
+        else:
+            plan = FreezePlan.from_action(action, argument)
+        plan.apply(self.tree, self.base_path)
         self.revision += 1
 
     # ------------------------------------------------------------------------ training

@@ -264,7 +264,7 @@ def test_nan_loss_during_training_shows_a_clear_message(tmp_path):
 
 def test_download_progress_shows_a_bar_only_once_bytes_arrive():
     def page():
-        from components.panels import download_progress
+        from components.common import download_progress
 
         quiet = download_progress()  # a cached file: the callback is never called
         del quiet

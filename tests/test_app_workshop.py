@@ -92,7 +92,8 @@ def test_finished_runs_survive_a_refresh_through_the_session_id_in_the_url():
     again = app_with_link(session=session)  # a refresh: a new browser session, same URL
     assert not again.exception
     open_tab(again, "Compare runs")
-    assert any(s.value == "Runs kept from earlier visits" for s in again.subheader)
+    compared = next(f.value for f in again.dataframe if "Run" in f.value.columns)
+    assert list(compared["Run"]) == ["Run 1"]  # the run from before the refresh
     stored = again.session_state["stored_runs"]
     assert [run.run_id for run in stored] == [1]
     assert stored[0].verification.all_unchanged

@@ -35,9 +35,10 @@ from models.catalogue import (
 from models.datasets import load_bundled_dataset
 from models.download import DOWNLOAD_TIMEOUT_ENV
 from models.layers import ImagenetPreprocessing
+from models.template import ModelTemplate
 from models.transfer import build_transfer_model
 from models.tree import LayerTree
-from models.workspace import ModelTemplate, Workspace
+from models.workspace import Workspace
 from tests.test_download import cache_listing, running_server
 
 
@@ -173,9 +174,9 @@ def test_cache_folder_follows_keras_home_or_an_explicit_folder(offline_keras_hom
 @pytest.mark.parametrize(
     ("key", "size", "fragment"),
     [
-        ("xception", 32, "Xception takes square images from 71 to 512 px; received"),
-        ("vgg16", 16, "received input_size=16"),
-        ("vgg16", 96.0, "received input_size=96.0"),
+        ("xception", 32, "Xception takes square images from 71 to 512 px"),
+        ("vgg16", 16, "Received: input_size=16"),
+        ("vgg16", 96.0, "Received: input_size=96.0"),
         ("vgg16", 4096, "from 32 to 512"),
     ],
 )

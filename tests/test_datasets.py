@@ -10,6 +10,7 @@ from models.datasets import (
     DEFAULT_DATASET,
     SHAPE_NAMES,
     ImageDataset,
+    check_batch_fits,
     generate_shapes,
     load_bundled_dataset,
     load_digits_task,
@@ -209,3 +210,12 @@ def test_split_explains_too_few_samples():
         train_validation_split(np.zeros(6), np.array([0, 0, 1, 1, 2, 2]), 0.1, seed=0)
     with pytest.raises(ValueError, match="y of shape"):
         train_validation_split(np.zeros(6), np.array([0, 1]), 0.5, seed=0)
+
+
+def test_a_dataset_smaller_than_a_batch_reduces_the_batch_size_with_a_message():
+    fit = check_batch_fits(20, 32, validation_fraction=0.2)
+    assert (fit.batch_size, fit.num_train_samples, fit.reduced) == (16, 16, True)
+    assert "fewer than the batch size 32: the batch size will be reduced to 16" in fit.message
+    assert check_batch_fits(100, 32).message == ""
+    with pytest.raises(ValueError, match="none is left for training"):
+        check_batch_fits(1, 8, validation_fraction=0.5)

@@ -208,7 +208,7 @@ def test_a_stratified_subset_is_seeded_and_keeps_every_class(offline_keras_home)
     assert first.class_counts().tolist() == [3] * 10
     np.testing.assert_array_equal(first.x, again.x)
     assert "a stratified subset of 30 images" in first.description
-    with pytest.raises(ValueError, match=r"an integer >= 10 \(one image per class\); received 5"):
+    with pytest.raises(ValueError, match=r"a whole number >= 10\. Received: subset_size=5"):
         load_keras_dataset("mnist", subset_size=5)
 
 

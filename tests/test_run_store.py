@@ -13,13 +13,12 @@ from models.datasets import load_bundled_dataset
 from models.export import run_config
 from models.run_store import (
     RunStore,
-    StoredRun,
-    VerificationSummary,
     default_runs_folder,
     is_valid_session_id,
     new_session_id,
 )
-from models.training import TrainingConfig
+from models.snapshot import RunSnapshot, VerificationSummary
+from models.training import JobState, TrainingConfig, TrainingProgress
 from models.tree import ParameterCounts
 from models.workspace import Workspace
 
@@ -41,7 +40,7 @@ def finished_run():
     return run, config
 
 
-def _record(run_id: int = 1, rows: int = 3, label: str = "Run") -> StoredRun:
+def _record(run_id: int = 1, rows: int = 3, label: str = "Run") -> RunSnapshot:
     drift = pd.DataFrame(
         {
             "step": np.arange(rows, dtype="int64"),
@@ -50,17 +49,28 @@ def _record(run_id: int = 1, rows: int = 3, label: str = "Run") -> StoredRun:
             "unchanged": [i % 2 == 0 for i in range(rows)],
         }
     )
-    return StoredRun(
+    progress = TrainingProgress(
+        state=JobState.FINISHED,
+        epoch=2,
+        epochs=2,
+        batch=0,
+        batches_per_epoch=None,
+        history={"loss": [1.5, float("nan")], "accuracy": [0.1, float("inf")]},
+        batch_history={},
+        message="Finished 2 epoch(s).",
+        elapsed_seconds=1.5,
+        eta_seconds=None,
+    )
+    return RunSnapshot(
         run_id=run_id,
         label=f"{label} {run_id}",
+        settings=TrainingConfig(epochs=2),
         config={"training": TrainingConfig().to_dict()},
         frozen_paths=("model/layer0",),
         counts=ParameterCounts(10, 5),
-        history={"loss": [1.5, float("nan")], "accuracy": [0.1, float("inf")]},
+        progress=progress,
         drift=drift,
         verification=VerificationSummary(True, 1, (), "All 1 frozen layer is bitwise unchanged."),
-        state="finished",
-        message="Finished 2 epoch(s).",
         created_at="2025-01-01T00:00:00+00:00",
     )
 
@@ -69,7 +79,7 @@ def test_round_trip_of_a_real_run_keeps_every_value(tmp_path, finished_run):
     run, config = finished_run
     store = RunStore(tmp_path)
     session_id = new_session_id()
-    record = StoredRun.from_run(run, config)
+    record = RunSnapshot.of(run, config)
     path = store.save(session_id, record)
     assert path == tmp_path / session_id / "run-000001.json"
     assert (tmp_path / session_id / "run-000001.csv").is_file()
@@ -82,12 +92,17 @@ def test_round_trip_of_a_real_run_keeps_every_value(tmp_path, finished_run):
     assert set(loaded.frozen_paths) == run.frozen_paths
     assert loaded.counts == run.counts
     assert loaded.history == run.job.progress().history
-    assert loaded.batch_history == run.job.progress().batch_history
+    assert loaded.progress.batch_history == run.job.progress().batch_history
+    assert loaded.progress.epoch == run.job.progress().epoch == 2
+    assert loaded.settings == run.config and loaded.display_name == run.display_name
+    assert loaded.phase_boundaries == tuple(run.job.phase_boundaries())
+    assert loaded.execution_note == run.job.execution_plan.message()
     pd.testing.assert_frame_equal(loaded.drift, run.job.drift_frame(), check_exact=True)
     verification = run.job.verification()
     assert loaded.verification == VerificationSummary.from_result(verification)
     assert loaded.verification.all_unchanged and loaded.verification.num_checked > 0
-    assert loaded.state == "finished" and loaded.message == run.job.progress().message
+    assert loaded.state is JobState.FINISHED
+    assert loaded.progress.message == run.job.progress().message
     assert loaded.layer_order == tuple(run.layer_order) and loaded.depths == run.depths
     assert loaded.model_title == run.model_title
 
@@ -207,26 +222,33 @@ def test_bad_arguments_are_explained(tmp_path):
     with pytest.raises(ValueError, match="max_bytes"):
         RunStore(tmp_path, max_bytes=0)
     store = RunStore(tmp_path)
-    with pytest.raises(TypeError, match="StoredRun"):
+    with pytest.raises(TypeError, match="RunSnapshot"):
         store.save("session-abc", {"run_id": 1})
     with pytest.raises(ValueError, match="run_id"):
         store.save("session-abc", _record(run_id=0))
 
 
-def test_a_running_job_cannot_be_stored(finished_run):
+def test_a_running_job_cannot_be_stored(tmp_path, finished_run):
+    from dataclasses import replace
+
     run, _ = finished_run
-
-    class Running:
-        def progress(self):
-            from dataclasses import replace
-
-            from models.training import JobState
-
-            return replace(run.job.progress(), state=JobState.RUNNING)
-
-    class Pending:
-        run_id = 9
-        job = Running()
-
+    snapshot = RunSnapshot.of(run)
+    running = replace(snapshot, progress=replace(snapshot.progress, state=JobState.RUNNING))
     with pytest.raises(ValueError, match="still running"):
-        StoredRun.from_run(Pending())
+        RunStore(tmp_path).save("session-abc", running)
+
+
+def test_runs_stored_before_snapshots_still_load(tmp_path, finished_run):
+    run, config = finished_run
+    store = RunStore(tmp_path)
+    path = store.save("session-abc", RunSnapshot.of(run, config))
+    record = json.loads(path.read_text())
+    for key in ("name", "epoch", "elapsed_seconds", "settings", "phase_boundaries",
+                "execution_note", "execution_cached"):  # fmt: skip
+        del record[key]
+    record["format_version"] = 1
+    path.write_text(json.dumps(record))
+    (loaded,), notices = store.load("session-abc")
+    assert notices == []
+    assert loaded.settings == run.config  # read back from the run config's training block
+    assert loaded.progress.epoch == 2 and loaded.history == run.job.progress().history

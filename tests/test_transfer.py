@@ -109,8 +109,8 @@ def test_unsupported_channel_counts_name_expected_and_received(data_channels, ba
 @pytest.mark.parametrize(
     ("arguments", "error", "fragment"),
     [
-        ({"num_classes": 1}, ValueError, "num_classes must be an integer >= 2"),
-        ({"num_classes": 2.5}, ValueError, "received 2.5"),
+        ({"num_classes": 1}, ValueError, "`num_classes` must be a whole number >= 2"),
+        ({"num_classes": 2.5}, ValueError, "Received: num_classes=2.5"),
         ({"dropout": 1.0}, ValueError, "dropout must be a rate in [0, 1)"),
         ({"dropout": -0.1}, ValueError, "received -0.1"),
         ({"data_input_shape": (8, 8)}, ValueError, "received (8, 8)"),

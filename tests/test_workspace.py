@@ -102,7 +102,7 @@ def test_unknown_bulk_action_is_refused(template, digits):
 
 
 def test_a_dataset_the_base_cannot_take_leaves_the_workspace_as_it_was(template, digits):
-    from models.upload_data import load_csv_dataset
+    from models.upload_tables import load_csv_dataset
 
     workspace = Workspace(template, digits)
     workspace.bulk_action("freeze_base")

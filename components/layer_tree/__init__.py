@@ -103,7 +103,7 @@ def frozen_plan_from_state(value: Any) -> frozenset[str] | None:
 
     Args:
         value: The component's `frozen` state: a list of layer paths. A mapping with a
-            `"frozen"` entry (what `st.session_state[key]` holds for the component, handy in an
+            `"frozen"` entry (what the session holds under the component's key, handy in an
             `on_change` callback) is read through. `None` means no plan yet.
 
     Returns:
@@ -115,7 +115,7 @@ def frozen_plan_from_state(value: Any) -> frozenset[str] | None:
     Example:
     >>> sorted(frozen_plan_from_state(["model/dense", "model"]))
     ['model', 'model/dense']
-    >>> frozen_plan_from_state(st.session_state["layer_tree"])  # inside on_change
+    >>> frozen_plan_from_state(state.get("layer_tree"))  # inside on_change
     frozenset({'model/dense'})
     """
     if isinstance(value, Mapping):
@@ -153,7 +153,7 @@ def render_layer_tree(
     user ticks a box, the browser sends the whole resulting plan (the node and, as Keras does,
     all its descendants take the clicked state) and Streamlit reruns. Apply the plan in
     `on_change` (it runs before the script, so this run already draws the new flags), e.g. with
-    `LayerTree.apply_frozen_paths(frozen_plan_from_state(st.session_state[key]))`.
+    `LayerTree.apply_frozen_paths(frozen_plan_from_state(state.get(key)))`.
 
     The component remembers the last plan under `key` until the key changes. When something
     else changes the flags (bulk buttons, another model), mount it with a new `key`, or the old
@@ -163,7 +163,7 @@ def render_layer_tree(
     Args:
         nodes: `LayerTree(model).nodes()`, in pre-order.
         key: Fixed Streamlit key of this component instance; the state lives under it in
-            `st.session_state[key]` (a mapping with a `"frozen"` list).
+            the session under that key (a mapping with a `"frozen"` list).
         on_change: Called, before the rerun's script body, when the user changed the plan.
         height: Height in pixels; None lets the component size itself (it scrolls past ~520 px).
 
@@ -175,9 +175,9 @@ def render_layer_tree(
         TypeError: If the browser sent a malformed plan.
 
     Example:
-    >>> tree = LayerTree(st.session_state.model)
+    >>> tree = LayerTree(model)
     >>> def apply_plan():
-    ...     tree.apply_frozen_paths(frozen_plan_from_state(st.session_state["layer_tree"]))
+    ...     tree.apply_frozen_paths(frozen_plan_from_state(state.get("layer_tree")))
     >>> wanted = render_layer_tree(tree.nodes(), key="layer_tree", on_change=apply_plan)
     """
     current = sorted(node.path for node in nodes if not node.trainable)

@@ -1,10 +1,8 @@
-"""Tests for models.export: generated Keras code, run config JSON, model and drift downloads."""
+"""Tests for models/export/script.py and base_code.py: the generated Keras script."""
 
 import ast
 import copy
 import dataclasses
-import datetime
-import json
 import math
 import os
 import subprocess
@@ -13,31 +11,19 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import pandas as pd
 import pytest
 
 from models.bundled import BUNDLED_MODEL_PATH
 from models.catalogue import bundled_template, load_template
 from models.datasets import load_bundled_dataset
-from models.export import (
-    BASE_MODEL_BUTTON,
-    RunConfig,
-    base_model_file,
-    download_file_name,
-    drift_csv_bytes,
-    freeze_statements,
-    generate_code,
-    model_file_bytes,
-    parse_run_config,
-    plan_counts,
-    plan_from_config,
-    run_config,
-    run_config_bytes,
-)
+from models.dense_base import dense_base_template
+from models.export.files import BASE_MODEL_BUTTON, base_model_file
+from models.export.plan_code import freeze_statements
+from models.export.script import generate_code
 from models.training import TrainingConfig
 from models.tree import LayerTree
-from models.upload_data import dense_base_template, load_csv_dataset
 from models.upload_model import uploaded_template
+from models.upload_tables import load_csv_dataset
 from models.workspace import Workspace
 
 BASE = "transfer_model/feature_extractor"
@@ -339,15 +325,6 @@ def test_missing_base_model_file_is_explained_in_a_notebook_too(bundled, digits,
         exec(compile(code, "<cell>", "exec"), namespace)
 
 
-def test_base_model_file_offers_the_bundled_model_only(bundled, mobilenet_template):
-    file = base_model_file(bundled)
-    assert file == BUNDLED_MODEL_PATH and file.name == "bundled_digits_cnn.keras"
-    assert file.read_bytes()[:2] == b"PK"
-    assert base_model_file(mobilenet_template) is None
-    with pytest.raises(TypeError, match="ModelTemplate"):
-        base_model_file("bundled_digits_cnn")
-
-
 def test_generated_code_is_formatted_as_ruff_formats_it(mobilenet, digits):
     ruff = Path(sys.executable).with_name("ruff")
     if not ruff.is_file():
@@ -395,136 +372,6 @@ def test_generate_code_builds_the_model_when_no_tree_is_given(bundled, digits):
     counts = workspace.tree.totals()
     assert _counts(_execute(code)["model"]) == (counts.trainable, counts.non_trainable)
     assert counts.trainable == 32 * 5 + 5
-
-
-def test_plan_counts_match_keras_without_touching_the_model(mobilenet, shapes):
-    workspace = Workspace(mobilenet, shapes)
-    tree = workspace.tree
-    block = next(path for path in tree.paths() if path.endswith("/block_3_project_BN"))
-    before = tree.totals()
-    for action, argument in (("freeze_up_to", block), ("freeze_batch_norm", None)):
-        workspace.bulk_action(action, argument)
-        plan = tree.frozen_paths()
-        workspace.bulk_action("unfreeze_all")
-        assert plan_counts(tree, plan) != before
-        assert tree.totals() == before
-        tree.apply_frozen_paths(plan)
-        assert plan_counts(tree, plan) == tree.totals()
-        workspace.bulk_action("unfreeze_all")
-
-
-# ---------------------------------------------------------------------------- run config
-def _config(bundled, **overrides) -> dict:
-    arguments = dict(
-        template=bundled,
-        dataset_key="digits_5_9",
-        dataset_title="Handwritten digits 5-9",
-        frozen_paths={BASE, f"{BASE}/conv1"},
-        config=TrainingConfig(epochs=4, learning_rate=0.01, optimizer="sgd"),
-        counts=None,
-        run_id=2,
-        created_at=datetime.datetime(2025, 1, 2, 3, 4, 5, tzinfo=datetime.UTC),
-    )
-    arguments.update(overrides)
-    return run_config(**arguments)
-
-
-def test_run_config_round_trip(bundled):
-    data = _config(bundled)
-    assert data["frozen_paths"] == sorted(data["frozen_paths"])
-    assert data["created_at"] == "2025-01-02T03:04:05+00:00"
-    config = parse_run_config(run_config_bytes(data))
-    assert isinstance(config, RunConfig)
-    assert config.training == TrainingConfig(epochs=4, learning_rate=0.01, optimizer="sgd")
-    assert config.frozen_paths == (BASE, f"{BASE}/conv1")
-    assert config.template_key == "bundled_digits_cnn" and config.pretrained
-    assert config.catalogue_key == "bundled_digits_cnn" and config.input_size is None
-    assert config.run_id == 2 and config.counts is None
-
-
-def test_run_config_keeps_counts_and_application_size(mobilenet, digits):
-    workspace = Workspace(mobilenet, digits)
-    data = run_config(
-        mobilenet, "digits_5_9", "Digits", [], TrainingConfig(), workspace.tree.totals()
-    )
-    config = parse_run_config(json.dumps(data))
-    assert config.counts == workspace.tree.totals()
-    assert (config.catalogue_key, config.input_size) == ("mobilenet_v2_035", 32)
-
-
-@pytest.mark.parametrize(
-    ("mutate", "message"),
-    [
-        (lambda data: b"\xff\xfe", "not UTF-8"),
-        (lambda data: b"{not json", "not valid JSON"),
-        (lambda data: b"[1, 2]", "JSON object"),
-        (lambda data: {**data, "format": "other"}, "not a FreezeLab run config"),
-        (lambda data: {**data, "format_version": 99}, "format_version 99"),
-        (lambda data: {**data, "extra": 1}, r"unknown key\(s\) \['extra'\]"),
-        (lambda data: {**data, "model": {**data["model"], "colour": "red"}}, "'model'"),
-        (lambda data: {**data, "frozen_paths": "transfer_model"}, "must be list"),
-        (lambda data: {**data, "frozen_paths": [3]}, r"frozen_paths\[0\]"),
-        (lambda data: {**data, "run_id": True}, "'run_id' must be int or null"),
-        (lambda data: {**data, "training": {**data["training"], "epochs": "3"}}, "training"),
-        (lambda data: {**data, "training": {**data["training"], "speed": 3}}, "'training'"),
-        (lambda data: {**data, "training": {**data["training"], "optimizer": "x"}}, "optimizer"),
-        (lambda data: {**data, "counts": {"trainable": -1, "non_trainable": 0}}, ">= 0"),
-        (lambda data: {k: v for k, v in data.items() if k != "dataset"}, "no 'dataset'"),
-        (lambda data: b" " * (3 * 1024 * 1024), "limit"),
-    ],
-)
-def test_parse_run_config_explains_what_is_wrong(bundled, mutate, message):
-    changed = mutate(_config(bundled))
-    data = changed if isinstance(changed, bytes) else json.dumps(changed).encode()
-    with pytest.raises(ValueError, match=message):
-        parse_run_config(data)
-
-
-def test_parse_run_config_refuses_other_types():
-    with pytest.raises(TypeError, match="bytes or text"):
-        parse_run_config({"format": "freezelab-run-config"})
-
-
-def test_plan_from_config_skips_missing_paths_with_a_notice(bundled, digits, mobilenet):
-    config = parse_run_config(run_config_bytes(_config(bundled)))
-    workspace = Workspace(bundled, digits)
-    plan, notices = plan_from_config(config, workspace.tree, template_key=bundled.key)
-    assert plan == {BASE, f"{BASE}/conv1"} and notices == []
-    workspace.apply_plan(plan)
-    assert workspace.tree.frozen_paths() == plan
-
-    other = Workspace(mobilenet, digits)
-    plan, notices = plan_from_config(config, other.tree, template_key=mobilenet.key)
-    assert plan == frozenset()
-    assert len(notices) == 2
-    assert "made for model" in notices[0]
-    assert f"'{BASE}'" in notices[1] and "do not exist" in notices[1]
-
-
-# ----------------------------------------------------------------------------- downloads
-def test_model_file_bytes_load_back(bundled, digits):
-    workspace = Workspace(bundled, digits)
-    workspace.bulk_action("freeze_base")
-    data = model_file_bytes(workspace.model)
-    assert data[:2] == b"PK"
-    from models.upload_model import load_uploaded_model
-
-    loaded = load_uploaded_model(data, "model.keras")
-    assert _counts(loaded) == _counts(workspace.model)
-    with pytest.raises(TypeError, match=r"keras\.Model"):
-        model_file_bytes("model")
-
-
-def test_drift_csv_bytes_and_file_names():
-    frame = pd.DataFrame({"step": [0, 1], "relative_change": [0.0, 0.1 + 0.2]})
-    data = drift_csv_bytes(frame)
-    assert data.splitlines()[0] == b"step,relative_change"
-    back = pd.read_csv(pd.io.common.BytesIO(data), float_precision="round_trip")
-    assert back["relative_change"].iloc[1] == 0.1 + 0.2
-    assert download_file_name("drift", 3) == "freezelab_run3_drift.csv"
-    assert download_file_name("code") == "freezelab_plan_code.py"
-    with pytest.raises(ValueError, match="Unknown download kind"):
-        download_file_name("zip")
 
 
 @pytest.mark.parametrize(

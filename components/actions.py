@@ -1,0 +1,414 @@
+"""What the dashboard does with the user's intent: each handler takes the workspace and a request.
+
+The step panels only draw and return plain requests; these functions carry them out on the
+session's `Workspace`, keep what must be shown (notices, errors, notes) through
+`components.state`, and never draw anything themselves, except a download's progress bar. Bad
+input never loses work: a handler that fails leaves the model, plan and runs as they were and
+says why. Each handler is importable and tested on its own (tests/test_actions.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import replace
+
+import streamlit as st
+
+from components import state
+from components.common import download_progress
+from components.data_step import DataRequest
+from components.layer_tree import frozen_plan_from_state
+from components.model_step import ModelRequest, UploadedModelInfo
+from components.resources import (
+    cached_application,
+    cached_dataset,
+    cached_keras_dataset,
+    cached_template,
+    run_store,
+    training_slots,
+)
+from components.train_step import TrainIntent
+from models.applications import APPLICATION_ENTRIES, WeightsUnavailableError
+from models.catalogue import DEFAULT_MODEL
+from models.datasets import DEFAULT_DATASET, check_batch_fits
+from models.dense_base import dense_base_template
+from models.export import parse_run_config, plan_from_config, run_config
+from models.presets import Preset, parse_query, resolve_frozen_paths
+from models.run_store import SESSION_QUERY_PARAMETER, is_valid_session_id, new_session_id
+from models.snapshot import RunSnapshot
+from models.training import TrainingConfig
+from models.tree import LayerTree
+from models.upload_images import load_image_zip
+from models.upload_model import (
+    cut_layer_choices,
+    default_cut_layer,
+    load_uploaded_model,
+    uploaded_template,
+)
+from models.upload_tables import load_csv_dataset
+from models.workspace import Workspace
+
+LOGGER = logging.getLogger("freezelab")
+DEFAULT_CONFIG = TrainingConfig(epochs=3, batch_size=16, learning_rate=1e-2)
+DRIFT_POINTS_PER_EPOCH = 5
+TRAIN_TAB = "4 · Train"
+FAILURES = (ValueError, TypeError, RuntimeError)  # what bad input raises in the core
+
+
+# ------------------------------------------------------------------------ the session
+def session_id() -> str:
+    """The id in the URL that keys this browser's runs on disk (created when missing)."""
+    current = st.query_params.get(SESSION_QUERY_PARAMETER)
+    if not current or not is_valid_session_id(current):
+        current = new_session_id()
+        st.query_params[SESSION_QUERY_PARAMETER] = current
+    return current
+
+
+def open_workspace() -> Workspace:
+    """This session's own model copy, plan and runs (created on first use, from the link).
+
+    Returns:
+        The session's `Workspace`; a new one starts on the bundled model and data, then takes
+        the instructor link's settings and the runs this URL's session kept on disk.
+    """
+    if not state.has(state.WORKSPACE):
+        workspace = Workspace(
+            cached_template(DEFAULT_MODEL), cached_dataset(DEFAULT_DATASET), slots=training_slots()
+        )
+        state.put(state.WORKSPACE, workspace)
+        apply_preset(workspace, {key: st.query_params.get_all(key) for key in st.query_params})
+        restore_stored_runs(workspace)
+    return state.get(state.WORKSPACE)
+
+
+def preset() -> Preset:
+    """The instructor link of this session (empty when there was none)."""
+    return state.get(state.PRESET) or Preset()
+
+
+def training_defaults() -> TrainingConfig:
+    """Settings shown first: the app's, a link's, or a restored config's."""
+    return state.get(state.TRAINING_DEFAULTS) or DEFAULT_CONFIG
+
+
+def set_training_defaults(config: TrainingConfig) -> None:
+    """Makes `config` the settings the controls show (the split included)."""
+    state.put(state.TRAINING_DEFAULTS, config)
+    state.set_setting("validation_fraction", config.validation_fraction)
+
+
+def apply_preset(workspace: Workspace, params: Mapping[str, list[str]]) -> None:
+    """Applies an instructor link's query parameters; invalid ones are ignored with a notice.
+
+    Args:
+        workspace: The session's workspace.
+        params: The page address's query parameters, name -> values.
+    """
+    link, notices = parse_query(params)
+    state.put(state.PRESET, link)
+    if not link.is_empty:
+        notices.extend(_apply_link_choices(workspace, link))
+        set_training_defaults(link.training_config(DEFAULT_CONFIG))
+    for notice in notices:
+        state.notify(notice)
+
+
+def _apply_link_choices(workspace: Workspace, link: Preset) -> list[str]:
+    """Model, dataset and freeze plan of a link; returns why any of them could not be used."""
+    notices: list[str] = []
+    try:
+        if link.model is not None and link.model != DEFAULT_MODEL:
+            size = link.input_size or APPLICATION_ENTRIES[link.model].default_input_size
+            workspace.set_template(
+                cached_application(link.model, size, link.pretrained is not False)
+            )
+    except (*FAILURES, KeyError) as error:
+        notices.append(f"The link's model could not be loaded: {error}")
+    try:
+        if link.dataset is not None and link.dataset != workspace.dataset.name:
+            workspace.set_dataset(cached_dataset(link.dataset))
+    except FAILURES as error:
+        notices.append(f"The link's dataset could not be used: {error}")
+    try:
+        action = link.freeze_action()
+        if action is not None:
+            workspace.bulk_action(*action)
+        else:
+            plan, plan_notices = resolve_frozen_paths(link, workspace.tree)
+            notices.extend(plan_notices)
+            if plan is not None:
+                workspace.apply_plan(plan)
+    except FAILURES as error:
+        notices.append(f"The link's freeze plan could not be applied: {error}")
+    return notices
+
+
+# ------------------------------------------------------------------------------- runs
+def restore_stored_runs(workspace: Workspace) -> None:
+    """After a refresh or reconnect: the runs this URL's session kept on disk earlier."""
+    try:
+        stored, notices = run_store().load(session_id())
+    except (OSError, ValueError) as error:
+        stored, notices = [], [f"Earlier runs could not be read: {error}"]
+    state.put(state.STORED_RUNS, stored)
+    state.put(state.SAVED_RUN_IDS, {run.run_id for run in stored})
+    if stored:
+        workspace.continue_run_ids_after(max(run.run_id for run in stored))
+    if notices:
+        state.notify(" ".join(notices))
+
+
+def save_ended_runs(workspace: Workspace) -> None:
+    """Keeps every run that has ended on disk once, so a refresh does not lose it."""
+    saved: set[int] = state.setdefault(state.SAVED_RUN_IDS, set())
+    for run in workspace.runs:
+        if run.run_id in saved or not run.job.progress().done:
+            continue
+        saved.add(run.run_id)
+        config = run_config(
+            workspace.template,
+            workspace.dataset.name,
+            run.dataset_title,
+            run.frozen_paths,
+            run.config,
+            run.counts,
+            run_id=run.run_id,
+        )
+        _keep_on_disk(RunSnapshot.of(run, config))
+
+
+def _keep_on_disk(snapshot: RunSnapshot) -> None:
+    try:
+        run_store().save(session_id(), snapshot)
+    except (OSError, ValueError, TypeError) as error:
+        LOGGER.warning("Could not keep run %s on disk: %s", snapshot.run_id, error)
+
+
+def run_snapshots(workspace: Workspace) -> list[RunSnapshot]:
+    """Every run of this session as snapshots: kept on disk from earlier visits, then live.
+
+    Returns:
+        Snapshots ordered by run id; a run held in memory is read live, not from disk.
+    """
+    live = {run.run_id: RunSnapshot.of(run) for run in workspace.runs}
+    stored = [run for run in state.get(state.STORED_RUNS, []) if run.run_id not in live]
+    return sorted([*stored, *live.values()], key=lambda snapshot: snapshot.run_id)
+
+
+def rename_runs(workspace: Workspace, renames: Mapping[int, str]) -> None:
+    """Gives runs the names the user typed, live runs and runs kept on disk alike.
+
+    Args:
+        workspace: The session's workspace.
+        renames: Run id -> new name.
+    """
+    if not renames:
+        return
+    for run in workspace.runs:
+        if run.run_id in renames:
+            run.name = renames[run.run_id]
+            state.setdefault(state.SAVED_RUN_IDS, set()).discard(run.run_id)  # save again
+    stored = state.get(state.STORED_RUNS, [])
+    for index, snapshot in enumerate(stored):
+        if snapshot.run_id in renames:
+            stored[index] = replace(snapshot, name=renames[snapshot.run_id])
+            _keep_on_disk(stored[index])
+    save_ended_runs(workspace)
+
+
+# ------------------------------------------------------------------------------ steps
+def tree_key(workspace: Workspace) -> str:
+    """The tree component's key: a new one whenever something else changed the flags."""
+    return f"layer_tree_{workspace.revision}"
+
+
+def on_tree_change() -> None:
+    """Applies the plan the user ticked in the tree, before the script draws the page."""
+    workspace = open_workspace()
+    try:
+        plan = frozen_plan_from_state(state.get(tree_key(workspace)))
+        if plan is not None:
+            workspace.apply_plan(plan, from_tree=True)
+    except FAILURES as error:
+        state.notify(str(error))
+        workspace.refresh_views()  # remount the tree on the model's real flags
+
+
+def handle_model_request(workspace: Workspace, request: ModelRequest) -> None:
+    """Carries out the model step's request; an error is shown in that step, the work stays.
+
+    Args:
+        workspace: The session's workspace.
+        request: What the user asked (see `ModelRequest`).
+    """
+    state.clear_notices("model")
+    try:
+        if request.kind == "bundled":
+            workspace.set_template(cached_template(DEFAULT_MODEL))
+        elif request.kind in ("application", "application_random"):
+            _load_application(workspace, request)
+        elif request.kind == "upload":
+            _read_upload(request)
+        elif request.kind == "cut":
+            filename, model = state.get(state.UPLOADED_MODEL)
+            workspace.set_template(uploaded_template(model, request.cut_layer, filename))
+        elif request.kind == "reset":
+            workspace.reset_weights()
+    except FAILURES as error:
+        state.notify(str(error), "error", place="model")
+
+
+def _load_application(workspace: Workspace, request: ModelRequest) -> None:
+    state.pop(state.WEIGHTS_MISSING)
+    try:
+        template = cached_application(
+            request.key, request.input_size, request.pretrained, download_progress()
+        )
+    except WeightsUnavailableError as error:
+        state.put(state.WEIGHTS_MISSING, str(error))  # the step offers random initialisation
+        return
+    workspace.set_template(template)
+
+
+def _read_upload(request: ModelRequest) -> None:
+    model = load_uploaded_model(request.data, request.filename)
+    state.put(state.UPLOADED_MODEL, (request.filename, model))
+    state.put(
+        state.UPLOADED_INFO,
+        UploadedModelInfo(
+            filename=request.filename,
+            num_layers=len(model.layers),
+            num_params=LayerTree(model).totals().total,
+            cut_choices=tuple(cut_layer_choices(model)),
+            default_cut=default_cut_layer(model),
+        ),
+    )
+
+
+def handle_data_request(workspace: Workspace, request: DataRequest) -> None:
+    """Carries out the data step's request, switching to a fitting base model if needed.
+
+    Args:
+        workspace: The session's workspace.
+        request: What the user asked (see `DataRequest`).
+    """
+    state.clear_notices("data")
+    try:
+        if request.kind == "bundled":
+            dataset, notes = cached_dataset(request.key), []
+        elif request.kind == "keras":
+            dataset = cached_keras_dataset(request.key, request.subset_size, download_progress())
+            notes = []
+        elif request.kind == "zip":
+            dataset, notes = load_image_zip(
+                request.data, image_size=request.image_size, filename=request.filename
+            )
+        else:
+            dataset, notes = load_csv_dataset(
+                request.data, request.label_column, filename=request.filename
+            )
+        state.put(state.DATA_NOTES, [*notes, *_use_dataset(workspace, dataset)])
+    except FAILURES as error:
+        state.notify(str(error), "error", place="data")
+
+
+def _use_dataset(workspace: Workspace, dataset) -> list[str]:
+    """Switches the workspace to `dataset`; returns notes on a base model that changed."""
+    tabular_data = len(dataset.input_shape) == 1
+    if tabular_data:
+        workspace.configure(dense_base_template(dataset), dataset)
+        return ["Base model: a new Dense base for these features (step 1)."]
+    if len(workspace.template.input_shape) == 1:
+        workspace.configure(cached_template(DEFAULT_MODEL), dataset)
+        return ["Base model switched to the bundled digits CNN: the Dense base only takes tables."]
+    workspace.set_dataset(dataset)
+    return []
+
+
+def handle_restore(workspace: Workspace, data: bytes) -> None:
+    """Restores a freeze plan and settings from an uploaded run config.
+
+    Args:
+        workspace: The session's workspace.
+        data: The uploaded JSON file's bytes.
+    """
+    try:
+        config = parse_run_config(data)
+        plan, notices = plan_from_config(
+            config, workspace.tree, template_key=workspace.template.key
+        )
+        workspace.apply_plan(plan)
+        set_training_defaults(config.training)
+    except FAILURES as error:
+        state.notify(str(error), "error", place="export")
+        return
+    state.notify("Restored the freeze plan and settings.", "success")
+    for notice in notices:
+        state.notify(notice)
+
+
+# ---------------------------------------------------------------------------- training
+def with_drift_resolution(config: TrainingConfig, num_samples: int) -> TrainingConfig:
+    """Records drift about DRIFT_POINTS_PER_EPOCH times an epoch, so curves show the motion."""
+    num_train = num_samples * (1 - config.validation_fraction)
+    batches = max(1, math.ceil(num_train / config.batch_size))
+    return replace(config, drift_every_batches=max(1, batches // DRIFT_POINTS_PER_EPOCH))
+
+
+def handle_training(
+    workspace: Workspace, intent: TrainIntent, all_frozen_choice: str | None
+) -> bool:
+    """Carries out Start, Stop and the answer to the all-frozen warning.
+
+    Pressing Train with every layer frozen (0 trainable parameters) starts nothing: the fit
+    could change no weight. The sidebar then says so (`state.ALL_FROZEN_WARNING`) and offers
+    the usual fix, freezing only the base, which trains at once.
+
+    Args:
+        workspace: The session's workspace.
+        intent: What the training controls returned.
+        all_frozen_choice: "fix" or "dismiss" from the all-frozen warning, or None.
+
+    Returns:
+        True when a run started (the page then opens the Train tab).
+    """
+    if intent.stop:
+        workspace.stop()
+    start = intent.start
+    if start and not intent.phases and workspace.tree.totals().trainable == 0:
+        state.put(state.ALL_FROZEN_WARNING, True)
+        start = False
+    if all_frozen_choice is not None:
+        state.put(state.ALL_FROZEN_WARNING, False)
+        if all_frozen_choice == "fix":
+            workspace.bulk_action("unfreeze_all")
+            workspace.bulk_action("freeze_base")
+            start = True
+    if workspace.tree.totals().trainable > 0:
+        state.put(state.ALL_FROZEN_WARNING, False)
+    if not start or intent.config is None:
+        return False
+    return _start(workspace, intent.config, intent.phases)
+
+
+def _start(workspace: Workspace, config: TrainingConfig, phases: tuple | None) -> bool:
+    fit = check_batch_fits(
+        workspace.dataset.num_samples, config.batch_size, config.validation_fraction
+    )
+    if fit.reduced:
+        config = replace(config, batch_size=fit.batch_size)
+        state.notify(fit.message)
+    try:
+        config = with_drift_resolution(config, workspace.dataset.num_samples)
+        if phases:
+            workspace.start_schedule(phases, config)
+        else:
+            workspace.start_run(config)
+    except (ValueError, RuntimeError) as error:
+        state.notify(f"Training could not start: {error}", "error")
+        return False
+    state.put(state.STEP_TAB, TRAIN_TAB)  # show the live progress
+    return True

@@ -1,0 +1,53 @@
+"""Small pieces every step panel shares: counts, durations, the totals row, download progress."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from models.download import ProgressCallback, progress_text
+from models.tree import ParameterCounts
+
+
+def format_count(value: int) -> str:
+    """A count with thousands separators, as Keras's summary writes it: 14,293."""
+    return f"{value:,}"
+
+
+def render_totals(counts: ParameterCounts) -> None:
+    """Shows Keras-summary-style totals: trainable, non-trainable, total, % trainable.
+
+    Args:
+        counts: The model's `ParameterCounts`.
+    """
+    columns = st.columns(4)
+    columns[0].metric("Trainable params", format_count(counts.trainable))
+    columns[1].metric("Non-trainable params", format_count(counts.non_trainable))
+    columns[2].metric("Total params", format_count(counts.total))
+    columns[3].metric("Trainable", f"{counts.trainable_fraction:.1%}")
+
+
+def download_progress() -> ProgressCallback:
+    """A callback for `models.download` that shows a progress bar once a download starts.
+
+    Returns:
+        `on_progress(bytes_done, bytes_total)`; nothing is drawn when nothing downloads.
+    """
+    bar: list[Any] = []
+
+    def on_progress(done: int, total: int | None) -> None:
+        if not bar:
+            bar.append(st.progress(0.0, text="Downloading..."))
+        fraction = min(done / total, 1.0) if total else 0.0
+        bar[0].progress(fraction, text=f"Downloading: {progress_text(done, total)}")
+
+    return on_progress
+
+
+def format_seconds(seconds: float | None) -> str:
+    """A duration for people: "42 s", "3:07"; "—" when unknown."""
+    if seconds is None:
+        return "—"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}:{rest:02d}" if minutes else f"{rest} s"

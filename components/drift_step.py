@@ -1,0 +1,91 @@
+"""Step 5 · Drift: how far every layer moved, and the bitwise proof for frozen layers."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from components.figures import (
+    drift_heatmap_figure,
+    drift_lines_figure,
+    final_drift_bar_figure,
+    final_drift_table,
+    state_drift_figure,
+)
+from models.drift import VerificationResult
+from models.export import drift_csv_bytes
+from models.snapshot import RunSnapshot, VerificationSummary
+
+MAX_LINE_LAYERS = 40
+
+
+def render_verification(result: VerificationResult | VerificationSummary) -> None:
+    """Shows the bitwise proof: a green banner, or a red alarm naming every changed layer."""
+    if result.num_checked == 0:
+        st.info(result.message())
+    elif result.all_unchanged:
+        st.success(result.message(), icon=":material/verified:")
+    else:
+        st.error(result.message(), icon=":material/gpp_bad:")
+
+
+def render_drift(run: RunSnapshot) -> None:
+    """Renders every drift view of a run: banner, lines, heatmap, final bars, state, table.
+
+    Args:
+        run: The run's snapshot; while it trains only the drift lines are drawn (the proof,
+            heatmap, final drift and tables appear once it ends).
+    """
+    live = not run.done
+    drift = run.drift
+    if drift.empty:
+        st.info("Drift appears here once training starts.")
+        return
+    if live:
+        st.info(
+            "Training is running: drift so far. The heatmap, final drift, BatchNorm state and "
+            "the bitwise proof appear when it ends."
+        )
+    elif run.verification is not None:
+        render_verification(run.verification)
+    order = list(run.layer_order)
+    prefix = f"run{run.run_id}"
+    many = drift.layer_path.nunique() > MAX_LINE_LAYERS
+    lines = drift_lines_figure(
+        drift, "weights", layer_order=order, max_layers=MAX_LINE_LAYERS if many else None
+    )
+    for boundary in run.phase_boundaries:
+        if boundary.first_step > 0:
+            lines.add_vline(
+                x=boundary.first_step, line_dash="dot", line_color="#888",
+                annotation_text=boundary.name, annotation_position="top left",
+            )  # fmt: skip
+    st.plotly_chart(lines, width="stretch", key=f"{prefix}_drift_lines")
+    if live:
+        return  # keep live refreshes light: the training thread needs the CPU more
+    left, right = st.columns(2)
+    with left:
+        st.plotly_chart(
+            drift_heatmap_figure(drift, "weights", layer_order=order, depths=run.depths),
+            width="stretch",
+            key=f"{prefix}_drift_heatmap",
+        )
+    with right:
+        st.plotly_chart(
+            final_drift_bar_figure(drift, "weights", layer_order=order),
+            width="stretch",
+            key=f"{prefix}_drift_bars",
+        )
+    st.subheader("Non-trainable state (BatchNorm moving statistics)")
+    st.plotly_chart(
+        state_drift_figure(drift, layer_order=order), width="stretch", key=f"{prefix}_state"
+    )
+    st.subheader("Final drift per layer")
+    table = final_drift_table(drift, layer_order=order)
+    st.dataframe(table, hide_index=True, width="stretch")
+    st.download_button(
+        "Download drift CSV (every record)",
+        drift_csv_bytes(drift),
+        file_name=f"freezelab_run{run.run_id}_drift.csv",
+        mime="text/csv",
+        key=f"{prefix}_download_drift",
+    )

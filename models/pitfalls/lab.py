@@ -1,0 +1,69 @@
+"""List the pitfall lab's experiments in order (`PITFALLS`) and run one both ways (`run_pitfall`).
+
+Each experiment module owns its texts (`PITFALL`) and its runs (`run(seed)`); this module only
+puts them in the lab's order and checks the request.
+
+Example:
+>>> list(PITFALLS)
+['stale_compile', 'batch_norm', 'early_fine_tuning', 'child_under_frozen_parent']
+>>> run_pitfall("batch_norm").right.verification.all_unchanged
+True
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+
+import numpy as np
+
+from models.pitfalls import batch_norm, child_under_frozen_parent, early_fine_tuning, stale_compile
+from models.pitfalls.results import Pitfall, PitfallResult, VariantResult
+
+_EXPERIMENTS = (stale_compile, batch_norm, early_fine_tuning, child_under_frozen_parent)
+
+PITFALLS: Mapping[str, Pitfall] = MappingProxyType(
+    {experiment.PITFALL.key: experiment.PITFALL for experiment in _EXPERIMENTS}
+)
+_RUNNERS: Mapping[str, Callable[[int], tuple[VariantResult, ...]]] = MappingProxyType(
+    {experiment.PITFALL.key: experiment.run for experiment in _EXPERIMENTS}
+)
+
+
+def run_pitfall(key: str, seed: int = 0) -> PitfallResult:
+    """Runs one pitfall the wrong way and the right way, from identical weights and data.
+
+    Each variant builds the bundled pretrained base with a new head seeded by `seed`, trains on
+    the bundled digits 5-9 (80/20 split by `seed`, same batch order) and is measured with a
+    `DriftRecorder`. A few seconds per pitfall on 2 CPU cores.
+
+    Args:
+        key: One of `PITFALLS`: "stale_compile", "batch_norm", "early_fine_tuning",
+            "child_under_frozen_parent".
+        seed: Seed of the head's weights, the data split and the batch order.
+
+    Returns:
+        A `PitfallResult`: `.wrong`, `.right` and `.extra` variants with verdicts and drift.
+
+    Raises:
+        ValueError: For an unknown key or a negative seed.
+
+    Example:
+    >>> result = run_pitfall("batch_norm")
+    >>> result.right.verification.all_unchanged
+    True
+    """
+    if key not in PITFALLS:
+        raise ValueError(f"Unknown pitfall {key!r}; expected one of {list(PITFALLS)}.")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"`seed` must be a whole number >= 0, received {seed!r}.")
+    started = time.perf_counter()
+    variants = _RUNNERS[key](int(seed))
+    return PitfallResult(
+        key=key,
+        title=PITFALLS[key].title,
+        seed=int(seed),
+        variants=tuple(variants),
+        seconds=time.perf_counter() - started,
+    )
