@@ -127,7 +127,7 @@ def freeze_tab(workspace: Workspace, training: bool) -> None:
             disabled=training,
         )  # fmt: skip
         if bulk is not None:
-            workspace.bulk_action(bulk.action, bulk.argument)
+            workspace.bulk_action(bulk.plan)
             st.rerun()
     if training:
         st.info("The freeze plan is locked while training runs. Stop the run to change it.")

@@ -32,12 +32,13 @@ from components.resources import (
 from components.train_step import TrainIntent
 from models.applications import APPLICATION_ENTRIES, WeightsUnavailableError
 from models.catalogue import DEFAULT_MODEL
-from models.datasets import DEFAULT_DATASET, check_batch_fits
+from models.datasets import DEFAULT_DATASET
 from models.dense_base import dense_base_template
 from models.export import parse_run_config, plan_from_config, run_config
 from models.presets import Preset, parse_query, resolve_frozen_paths
 from models.run_store import SESSION_QUERY_PARAMETER, is_valid_session_id, new_session_id
 from models.snapshot import RunSnapshot
+from models.splits import check_batch_fits
 from models.training import TrainingConfig
 from models.tree import LayerTree
 from models.upload_images import load_image_zip

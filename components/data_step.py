@@ -13,8 +13,8 @@ from PIL import Image
 
 from components.common import format_count
 from components.state import escape_markdown, kept_widget, show_error
-from models.datasets import train_validation_split
 from models.limits import VALIDATION_FRACTION_RANGE
+from models.splits import train_validation_split
 
 DATA_SOURCES = ("Bundled (offline)", "keras.datasets", "Zip of class folders", "CSV table")
 

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import streamlit as st
 
 from components.state import kept_widget
+from models.plans import FreezePlan, PlanKind
 from models.tree import LayerNode
 
 
 @dataclass(frozen=True)
 class BulkIntent:
-    """A bulk freezing action the user asked for (see `Workspace.bulk_action`)."""
+    """A bulk freezing button the user clicked: the plan to apply (`Workspace.bulk_action`)."""
 
-    action: str
-    argument: Any = None
+    plan: FreezePlan
 
 
 def render_bulk_actions(
@@ -32,7 +31,8 @@ def render_bulk_actions(
         disabled: True while training runs.
 
     Returns:
-        A `BulkIntent`, or None when no button was clicked.
+        A `BulkIntent` holding the clicked button's `FreezePlan`, or None when no button was
+        clicked.
     """
     base_name = base_path.rsplit("/", 1)[-1]
     intent: BulkIntent | None = None
@@ -44,18 +44,18 @@ def render_bulk_actions(
         width="stretch",
         help="base.trainable = False: the classic feature-extraction set-up.",
     ):
-        intent = BulkIntent("freeze_base")
+        intent = BulkIntent(FreezePlan(PlanKind.BASE))
     if columns[1].button("Freeze all", disabled=disabled, width="stretch"):
-        intent = BulkIntent("freeze_all")
+        intent = BulkIntent(FreezePlan(PlanKind.ALL))
     if columns[2].button("Unfreeze all", disabled=disabled, width="stretch"):
-        intent = BulkIntent("unfreeze_all")
+        intent = BulkIntent(FreezePlan(PlanKind.NONE))
     if columns[3].button(
         "Freeze all BatchNorm",
         disabled=disabled,
         width="stretch",
         help="Frozen BatchNormalization runs in inference mode: its moving statistics stay fixed.",
     ):
-        intent = BulkIntent("freeze_batch_norm")
+        intent = BulkIntent(FreezePlan(PlanKind.BATCH_NORM))
 
     left, right = st.columns(2)
     with left:
@@ -76,7 +76,7 @@ def render_bulk_actions(
             key="freeze_up_to_target",
         )
         if st.button("Apply freeze up to", disabled=disabled, key="apply_freeze_up_to"):
-            intent = BulkIntent("freeze_up_to", target)
+            intent = BulkIntent(FreezePlan(PlanKind.UP_TO, target))
     with right:
         count = len(base_layer_paths)
         top = kept_widget(
@@ -97,7 +97,7 @@ def render_bulk_actions(
             key="unfreeze_top_count",
         )
         if st.button("Apply unfreeze top N", disabled=disabled, key="apply_unfreeze_top"):
-            intent = BulkIntent("unfreeze_top", int(top))
+            intent = BulkIntent(FreezePlan(PlanKind.TOP, int(top)))
     return intent
 
 

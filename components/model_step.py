@@ -11,7 +11,7 @@ import streamlit as st
 from components import state
 from components.common import format_count
 from components.state import escape_markdown, kept_widget, show_error
-from models.workspace import ModelTemplate
+from models.template import ModelTemplate
 
 # ------------------------------------------------------------------------- 1 Model
 MODEL_SOURCES = ("Bundled (offline)", "keras.applications", "Your own .keras / .h5 file")

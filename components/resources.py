@@ -16,8 +16,8 @@ from models.datasets import ImageDataset, load_bundled_dataset
 from models.download import ProgressCallback
 from models.keras_datasets import load_keras_dataset
 from models.run_store import RunStore
+from models.template import ModelTemplate
 from models.training import TrainingSlots
-from models.workspace import ModelTemplate
 
 SLOTS_ENVIRONMENT_VARIABLE = "FREEZELAB_TRAINING_SLOTS"
 

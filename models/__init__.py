@@ -27,18 +27,15 @@ from models.datasets import (
     generate_shapes,
     load_bundled_dataset,
     load_digits_task,
-    train_validation_split,
 )
 from models.drift import DriftRecorder, VerificationResult, verify_frozen_unchanged
+from models.job import JobState, TrainingProgress
 from models.prefix_cache import ExecutionPlan, plan_prefix_cache
 from models.schedule import Phase, ScheduledJob, gradual_schedule, two_phase_schedule
-from models.training import (
-    JobState,
-    TrainingConfig,
-    TrainingJob,
-    TrainingProgress,
-    TrainingSlots,
-)
+from models.slots import TrainingSlots
+from models.splits import train_validation_split
+from models.training import TrainingJob
+from models.training_config import TrainingConfig
 from models.transfer import build_transfer_model, cut_base
 from models.tree import LayerNode, LayerTree, ParameterCounts, set_trainable
 

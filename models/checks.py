@@ -1,8 +1,10 @@
-"""Argument checks shared by the upload and dataset modules: file bytes, integers, sizes."""
+"""An upload's bytes: refused unless bytes-like, and their size in words for messages.
+
+Numbers and choices are checked by `models.validation` (`check_whole_number`, `check_number`,
+`check_choice`); this module is only about the file content the upload modules receive.
+"""
 
 from __future__ import annotations
-
-from numbers import Integral
 
 
 def human_size(num_bytes: float) -> str:
@@ -43,29 +45,3 @@ def checked_bytes(data: object, what: str) -> bytes:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise TypeError(f"{what} expects the file's bytes; received {type(data).__name__}.")
     return bytes(data)
-
-
-def checked_int(name: str, value: object, low: int, high: int | None = None) -> int:
-    """An integer argument in `[low, high]` (`high` None: no upper bound); bools refused.
-
-    Args:
-        name: The argument's name, for the message.
-        value: The value received.
-        low: Smallest accepted value.
-        high: Largest accepted value, or None.
-
-    Returns:
-        `value` as an `int`.
-
-    Raises:
-        ValueError: Naming the argument, the accepted range and the value received.
-
-    Example:
-    >>> checked_int("image_size", 64, 8, 256)
-    64
-    """
-    too_high = high is not None and isinstance(value, Integral) and value > high
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < low or too_high:
-        upper = f" and <= {high}" if high is not None else ""
-        raise ValueError(f"{name} must be an integer >= {low}{upper}; received {value!r}.")
-    return int(value)

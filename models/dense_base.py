@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
-from models.checks import checked_int
+from models.template import ModelKey, ModelTemplate
 from models.upload_tables import TabularDataset
-from models.workspace import ModelTemplate
+from models.validation import check_whole_number
 
 
 def dense_base_for_features(
@@ -40,7 +40,7 @@ def dense_base_for_features(
     >>> dense_base_for_features(4).output.shape
     (None, 32)
     """
-    num_features = checked_int("num_features", num_features, 1)
+    num_features = check_whole_number("num_features", num_features, 1)
     if (mean is None) != (variance is None):
         raise ValueError(
             "dense_base_for_features needs both mean and variance (or neither); received "
@@ -51,7 +51,7 @@ def dense_base_for_features(
         raise ValueError(
             f"hidden_units must be 2 positive integers, e.g. (64, 32); received {hidden_units!r}."
         )
-    units = [checked_int("hidden_units", value, 1) for value in hidden_units]
+    units = [check_whole_number("hidden_units", value, 1) for value in hidden_units]
     layers: list[keras.layers.Layer] = [keras.Input((num_features,), name="features_input")]
     if mean is not None:
         mean_array = np.asarray(mean, dtype="float32").reshape(-1)
@@ -100,7 +100,7 @@ def dense_base_template(dataset: TabularDataset, seed: int = 0) -> ModelTemplate
     base = dense_base_for_features(dataset.num_features, mean=mean, variance=variance)
     return ModelTemplate.from_model(
         base,
-        key=f"dense_base:{dataset.num_features}",
+        key=ModelKey.dense_base(dataset.num_features).format(),
         title="Dense base · not pretrained (random initialisation)",
         description=(
             f"Two Dense + BatchNormalization + ReLU blocks for {dataset.num_features} "

@@ -11,7 +11,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 DOWNLOAD_TIMEOUT_ENV = "FREEZELAB_DOWNLOAD_TIMEOUT_S"
 DEFAULT_DOWNLOAD_TIMEOUT_S = 20.0
@@ -134,6 +136,132 @@ def _content_length(response) -> int | None:
     return length if length >= 0 else None
 
 
+@dataclass(frozen=True)
+class _Transfer:
+    """One download: where from, where to and the stall timeout; it words its failures."""
+
+    url: str
+    destination: Path
+    timeout: float
+
+    def failure(self, reason: str) -> DownloadError:
+        """A `DownloadError` of this download, for `reason`."""
+        return DownloadError(reason, url=self.url, destination=self.destination)
+
+
+def _open_temporary(transfer: _Transfer) -> tuple[int, Path]:
+    """Creates the destination's folder and a hidden temporary file beside the destination."""
+    folder = transfer.destination.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, temporary_name = tempfile.mkstemp(
+            dir=folder, prefix=f".{transfer.destination.name}.", suffix=".part"
+        )
+    except OSError as error:
+        raise transfer.failure(f"the folder {folder} cannot be written ({error}).") from error
+    return handle, Path(temporary_name)
+
+
+def _connect(transfer: _Transfer):
+    """Opens the URL; a refused or timed-out connection or an HTTP error is a DownloadError."""
+    request = urllib.request.Request(transfer.url, headers={"User-Agent": USER_AGENT})
+    timeout = transfer.timeout
+    try:
+        return urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as error:
+        raise transfer.failure(f"the server answered HTTP {error.code} {error.reason}.") from error
+    except urllib.error.URLError as error:
+        if isinstance(error.reason, TimeoutError):
+            reason = f"no connection to the server within {timeout:g} s."
+        else:
+            reason = f"the connection failed ({error.reason})."
+        raise transfer.failure(reason) from error
+    except TimeoutError as error:
+        raise transfer.failure(f"the server did not answer within {timeout:g} s.") from error
+    except OSError as error:
+        raise transfer.failure(f"the connection failed ({error}).") from error
+
+
+def _read_chunk(
+    transfer: _Transfer, read: Callable[[int], bytes], done: int, total: int | None
+) -> bytes:
+    """The response's next chunk (empty at the end); a stall or a broken connection raises."""
+    try:
+        return read(CHUNK_SIZE)
+    except TimeoutError as error:
+        raise transfer.failure(
+            f"the download stalled: no data for {transfer.timeout:g} s after "
+            f"{progress_text(done, total)}."
+        ) from error
+    except OSError as error:  # a reset connection, an http.client error
+        raise transfer.failure(
+            f"the connection broke after {progress_text(done, total)} "
+            f"({type(error).__name__}: {error})."
+        ) from error
+
+
+def _write_chunk(transfer: _Transfer, output: BinaryIO, chunk: bytes, done: int) -> None:
+    """Writes a chunk to the temporary file; a full disk (any OSError) raises."""
+    try:
+        output.write(chunk)
+    except OSError as error:
+        raise transfer.failure(
+            f"writing to {transfer.destination.parent} failed after {format_bytes(done)} ({error})."
+        ) from error
+
+
+def _copy(
+    transfer: _Transfer,
+    response,
+    output: BinaryIO,
+    hasher: Any,
+    on_progress: ProgressCallback | None,
+    progress_interval_s: float,
+) -> tuple[int, int | None]:
+    """Copies the response into `output`, hashing and reporting progress: `(done, total)`."""
+    done = 0
+    total = _content_length(response)
+    if on_progress is not None:
+        on_progress(0, total)
+    last_report = time.monotonic()
+    read = getattr(response, "read1", response.read)
+    while chunk := _read_chunk(transfer, read, done, total):
+        _write_chunk(transfer, output, chunk, done)
+        if hasher is not None:
+            hasher.update(chunk)
+        done += len(chunk)
+        now = time.monotonic()
+        if on_progress is not None and now - last_report >= progress_interval_s:
+            on_progress(done, total)
+            last_report = now
+    return done, total
+
+
+def _check_received(
+    transfer: _Transfer, done: int, total: int | None, hasher: Any, file_hash: str | None
+) -> None:
+    """Refuses a download shorter than the size the server sent, or whose hash differs."""
+    if total is not None and done != total:
+        raise transfer.failure(
+            f"the server closed the connection after {format_bytes(done)} of "
+            f"{format_bytes(total)} ({done:,} of {total:,} bytes)."
+        )
+    if hasher is not None and hasher.hexdigest() != file_hash.lower():
+        raise transfer.failure(
+            f"the file received ({format_bytes(done)}) has {hasher.name} "
+            f"{hasher.hexdigest()}; expected {file_hash}. It may be corrupted or "
+            "replaced on the way (a proxy or captive portal page?); it was not kept."
+        )
+
+
+def _move_into_place(transfer: _Transfer, temporary: Path) -> None:
+    """Renames the complete temporary file onto the destination."""
+    try:
+        os.replace(temporary, transfer.destination)
+    except OSError as error:
+        raise transfer.failure(f"saving it as {transfer.destination} failed ({error}).") from error
+
+
 def download_file(
     url: str,
     destination: str | os.PathLike,
@@ -188,90 +316,18 @@ def download_file(
     if scheme not in ("http", "https"):
         raise ValueError(f"Only http and https URLs can be downloaded; received {url!r}.")
     timeout = download_timeout_s(timeout_s)
-    destination = Path(destination)
-    folder = destination.parent
-
-    def failure(reason: str) -> DownloadError:
-        return DownloadError(reason, url=url, destination=destination)
-
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        handle, temporary_name = tempfile.mkstemp(
-            dir=folder, prefix=f".{destination.name}.", suffix=".part"
-        )
-    except OSError as error:
-        raise failure(f"the folder {folder} cannot be written ({error}).") from error
-    temporary = Path(temporary_name)
+    transfer = _Transfer(url, Path(destination), timeout)
+    handle, temporary = _open_temporary(transfer)
     hasher = hashlib.new(hash_algorithm(file_hash)) if file_hash else None
-    done, total = 0, None
     try:
-        with os.fdopen(handle, "wb") as output:
-            request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-            try:
-                response = urlopen(request, timeout=timeout)
-            except urllib.error.HTTPError as error:
-                raise failure(f"the server answered HTTP {error.code} {error.reason}.") from error
-            except urllib.error.URLError as error:
-                if isinstance(error.reason, TimeoutError):
-                    reason = f"no connection to the server within {timeout:g} s."
-                else:
-                    reason = f"the connection failed ({error.reason})."
-                raise failure(reason) from error
-            except TimeoutError as error:
-                raise failure(f"the server did not answer within {timeout:g} s.") from error
-            except OSError as error:
-                raise failure(f"the connection failed ({error}).") from error
-            with response:
-                total = _content_length(response)
-                if on_progress is not None:
-                    on_progress(0, total)
-                last_report = time.monotonic()
-                read = getattr(response, "read1", response.read)
-                while True:
-                    try:
-                        chunk = read(CHUNK_SIZE)
-                    except TimeoutError as error:
-                        raise failure(
-                            f"the download stalled: no data for {timeout:g} s after "
-                            f"{progress_text(done, total)}."
-                        ) from error
-                    except OSError as error:  # a reset connection, an http.client error
-                        raise failure(
-                            f"the connection broke after {progress_text(done, total)} "
-                            f"({type(error).__name__}: {error})."
-                        ) from error
-                    if not chunk:
-                        break
-                    try:
-                        output.write(chunk)
-                    except OSError as error:
-                        raise failure(
-                            f"writing to {folder} failed after {format_bytes(done)} ({error})."
-                        ) from error
-                    if hasher is not None:
-                        hasher.update(chunk)
-                    done += len(chunk)
-                    now = time.monotonic()
-                    if on_progress is not None and now - last_report >= progress_interval_s:
-                        on_progress(done, total)
-                        last_report = now
-        if total is not None and done != total:
-            raise failure(
-                f"the server closed the connection after {format_bytes(done)} of "
-                f"{format_bytes(total)} ({done:,} of {total:,} bytes)."
+        with os.fdopen(handle, "wb") as output, _connect(transfer) as response:
+            done, total = _copy(
+                transfer, response, output, hasher, on_progress, progress_interval_s
             )
-        if hasher is not None and hasher.hexdigest() != file_hash.lower():
-            raise failure(
-                f"the file received ({format_bytes(done)}) has {hasher.name} "
-                f"{hasher.hexdigest()}; expected {file_hash}. It may be corrupted or "
-                "replaced on the way (a proxy or captive portal page?); it was not kept."
-            )
-        try:
-            os.replace(temporary, destination)
-        except OSError as error:
-            raise failure(f"saving it as {destination} failed ({error}).") from error
+        _check_received(transfer, done, total, hasher, file_hash)
+        _move_into_place(transfer, temporary)
     finally:
         temporary.unlink(missing_ok=True)
     if on_progress is not None:
         on_progress(done, total)
-    return destination
+    return transfer.destination

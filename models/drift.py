@@ -503,15 +503,6 @@ class DriftRecorder(keras.callbacks.Callback):
             return frame
         return frame.groupby(["layer_path", "kind"], sort=False).tail(1).reset_index(drop=True)
 
-    def frozen_paths_throughout(self) -> tuple[str, ...]:
-        """Paths of layers with variables that were effectively frozen in every fit recorded."""
-        frozen = self._frozen_throughout or set()
-        seen: list[str] = []
-        for group in self._groups or []:
-            if group.path in frozen and group.path not in seen:
-                seen.append(group.path)
-        return tuple(seen)
-
     def verify(self) -> VerificationResult:
         """Checks bitwise that every layer frozen throughout training kept weights and state.
 

@@ -347,6 +347,74 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
+def _read_cache(
+    entry: KerasDatasetEntry, name: str, folder: Path
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The dataset's arrays from the Keras cache, or None when its files are not there."""
+    try:
+        return _CACHE_LOADERS[name](folder)
+    except Exception as error:
+        raise DatasetUnavailableError(
+            f"{entry.title} is in the Keras cache ({folder}) but cannot be read "
+            f"({_describe(error)}); the files may be incomplete. Delete them and try again, "
+            "or use one of the bundled datasets, which need no download.",
+            key=name,
+            folder=folder,
+            files=entry.files,
+        ) from error
+
+
+def _download_and_read(
+    entry: KerasDatasetEntry,
+    name: str,
+    folder: Path,
+    allow_download: bool,
+    on_progress: ProgressCallback | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Downloads the dataset's missing files into the Keras cache and reads them."""
+    file_list = ", ".join(entry.files)
+    advice = (
+        f"To use it offline, download {', '.join(entry.urls)} on a machine with internet "
+        f"access and place {file_list} in {folder} (the Keras cache, ~/.keras/datasets "
+        "unless KERAS_HOME is set). Or use one of the bundled datasets, which need no "
+        "download."
+    )
+    if not allow_download:
+        raise DatasetUnavailableError(
+            f"{entry.title} is not in the Keras cache ({folder}) and downloading is off. {advice}",
+            key=name,
+            folder=folder,
+            files=entry.files,
+        )
+    try:
+        _download_missing(entry, folder, on_progress)
+    except DownloadError as error:
+        raise DatasetUnavailableError(
+            f"{entry.title} is not in the Keras cache ({folder}) and downloading it "
+            f"failed: {error.reason} {advice}",
+            key=name,
+            folder=folder,
+            files=entry.files,
+        ) from error
+    try:
+        arrays = _CACHE_LOADERS[name](folder)
+    except Exception as error:
+        arrays, read_error = None, f" ({_describe(error)})"
+    else:
+        read_error = ""
+    if arrays is None:
+        raise DatasetUnavailableError(
+            f"{entry.title} was downloaded into the Keras cache ({folder}) but cannot be "
+            f"read{read_error}; the files there may be incomplete. Delete "
+            f"{', '.join(download.file for download in entry.downloads)} and try again, "
+            "or use one of the bundled datasets, which need no download.",
+            key=name,
+            folder=folder,
+            files=entry.files,
+        )
+    return arrays
+
+
 def load_keras_dataset(
     name: str,
     subset_size: int | None = None,
@@ -405,60 +473,10 @@ def load_keras_dataset(
         "image per class.",
     )
     folder = keras_dataset_folder(cache_dir)
-    try:
-        arrays = _CACHE_LOADERS[name](folder)
-    except Exception as error:
-        raise DatasetUnavailableError(
-            f"{entry.title} is in the Keras cache ({folder}) but cannot be read "
-            f"({_describe(error)}); the files may be incomplete. Delete them and try again, "
-            "or use one of the bundled datasets, which need no download.",
-            key=name,
-            folder=folder,
-            files=entry.files,
-        ) from error
+    arrays = _read_cache(entry, name, folder)
     source = f"the Keras cache ({folder})"
     if arrays is None:
-        file_list = ", ".join(entry.files)
-        advice = (
-            f"To use it offline, download {', '.join(entry.urls)} on a machine with internet "
-            f"access and place {file_list} in {folder} (the Keras cache, ~/.keras/datasets "
-            "unless KERAS_HOME is set). Or use one of the bundled datasets, which need no "
-            "download."
-        )
-        if not allow_download:
-            raise DatasetUnavailableError(
-                f"{entry.title} is not in the Keras cache ({folder}) and downloading is off. "
-                f"{advice}",
-                key=name,
-                folder=folder,
-                files=entry.files,
-            )
-        try:
-            _download_missing(entry, folder, on_progress)
-        except DownloadError as error:
-            raise DatasetUnavailableError(
-                f"{entry.title} is not in the Keras cache ({folder}) and downloading it "
-                f"failed: {error.reason} {advice}",
-                key=name,
-                folder=folder,
-                files=entry.files,
-            ) from error
-        try:
-            arrays = _CACHE_LOADERS[name](folder)
-        except Exception as error:
-            arrays, read_error = None, f" ({_describe(error)})"
-        else:
-            read_error = ""
-        if arrays is None:
-            raise DatasetUnavailableError(
-                f"{entry.title} was downloaded into the Keras cache ({folder}) but cannot be "
-                f"read{read_error}; the files there may be incomplete. Delete "
-                f"{', '.join(download.file for download in entry.downloads)} and try again, "
-                "or use one of the bundled datasets, which need no download.",
-                key=name,
-                folder=folder,
-                files=entry.files,
-            )
+        arrays = _download_and_read(entry, name, folder, allow_download, on_progress)
         source = f"the Keras cache ({folder}, just downloaded)"
 
     x, y = arrays

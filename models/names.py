@@ -144,19 +144,24 @@ def _rename_config(item: Any, rename: Callable[[str], str]) -> Any:
     result = {key: _rename_config(value, rename) for key, value in item.items()}
     config = result.get("config")
     if "class_name" in result and isinstance(config, dict):
-        if result["class_name"] == "__keras_tensor__":
-            history = config.get("keras_history")
-            if isinstance(history, list | tuple) and history and isinstance(history[0], str):
-                config["keras_history"] = [rename(history[0]), *history[1:]]
-        elif isinstance(config.get("name"), str) and not _is_dtype_policy(result):
-            config["name"] = rename(config["name"])
-            if isinstance(result.get("name"), str):
-                result["name"] = rename(result["name"])
+        _rename_object(result, config, rename)
     if isinstance(result.get("layers"), list):
         for key in ("input_layers", "output_layers"):
             if key in result:
                 result[key] = _rename_references(result[key], rename)
     return result
+
+
+def _rename_object(item: dict, config: dict, rename: Callable[[str], str]) -> None:
+    """Renames in place the layer a Keras tensor comes from, or an object's own name."""
+    if item["class_name"] == "__keras_tensor__":
+        history = config.get("keras_history")
+        if isinstance(history, list | tuple) and history and isinstance(history[0], str):
+            config["keras_history"] = [rename(history[0]), *history[1:]]
+    elif isinstance(config.get("name"), str) and not _is_dtype_policy(item):
+        config["name"] = rename(config["name"])
+        if isinstance(item.get("name"), str):
+            item["name"] = rename(item["name"])
 
 
 def with_internal_names(model: keras.Model) -> tuple[keras.Model, dict[str, str]]:

@@ -178,6 +178,36 @@ def _trains(tree: LayerTree, nodes: dict[str, LayerNode], path: str) -> str | No
     return None
 
 
+def _frozen_prefix(
+    tree: LayerTree, nodes: dict[str, LayerNode], links: list[_ChainLink]
+) -> tuple[list[_ChainLink], str, bool]:
+    """The links before the first that trains or is random: `(prefix, why, holds weights)`."""
+    prefix: list[_ChainLink] = []
+    blocker = ""
+    holds_frozen_weights = False
+    for link in links:
+        path = tree.path_of(link.layer)
+        training_path = _trains(tree, nodes, path)
+        if training_path is not None:
+            blocker = (
+                f"'{training_path}' trains"
+                if training_path == path
+                else f"'{path}' is partly trainable ('{training_path}' trains)"
+            )
+            break
+        random_layer = _random_in_training(link.layer)
+        if random_layer is not None:
+            blocker = (
+                f"'{path}' behaves differently in training "
+                f"({type(random_layer).__name__} '{random_layer.name}': dropout, noise or "
+                "random augmentation), so its outputs change from epoch to epoch"
+            )
+            break
+        holds_frozen_weights = holds_frozen_weights or nodes[path].total_params > 0
+        prefix.append(link)
+    return prefix, blocker, holds_frozen_weights
+
+
 def plan_prefix_cache(
     model: keras.Model,
     tree: LayerTree | None = None,
@@ -230,29 +260,7 @@ def plan_prefix_cache(
     if isinstance(links, str):
         return ExecutionPlan(False, links + " The cached path needs a chain of layers.")
     nodes = {node.path: node for node in tree.nodes()}
-    prefix: list[_ChainLink] = []
-    blocker = ""
-    holds_frozen_weights = False
-    for link in links:
-        path = tree.path_of(link.layer)
-        training_path = _trains(tree, nodes, path)
-        if training_path is not None:
-            blocker = (
-                f"'{training_path}' trains"
-                if training_path == path
-                else f"'{path}' is partly trainable ('{training_path}' trains)"
-            )
-            break
-        random_layer = _random_in_training(link.layer)
-        if random_layer is not None:
-            blocker = (
-                f"'{path}' behaves differently in training "
-                f"({type(random_layer).__name__} '{random_layer.name}': dropout, noise or "
-                "random augmentation), so its outputs change from epoch to epoch"
-            )
-            break
-        holds_frozen_weights = holds_frozen_weights or nodes[path].total_params > 0
-        prefix.append(link)
+    prefix, blocker, holds_frozen_weights = _frozen_prefix(tree, nodes, links)
     if not holds_frozen_weights:
         return ExecutionPlan(
             False,

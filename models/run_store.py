@@ -39,6 +39,7 @@ from models.job import PhaseBoundary
 from models.snapshot import RunSnapshot, VerificationSummary
 from models.training import JobState, TrainingConfig, TrainingProgress
 from models.tree import ParameterCounts
+from models.validation import check_whole_number
 
 RUNS_DIR_ENVIRONMENT_VARIABLE = "FREEZELAB_RUNS_DIR"
 DEFAULT_MAX_BYTES = 200 * 1024 * 1024
@@ -328,15 +329,11 @@ class RunStore:
         *,
         max_runs_per_session: int = DEFAULT_MAX_RUNS_PER_SESSION,
     ) -> None:
-        for name, value in (
-            ("max_bytes", max_bytes),
-            ("max_runs_per_session", max_runs_per_session),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a whole number >= 1; received {value!r}.")
+        self.max_bytes = check_whole_number("max_bytes", max_bytes, 1)
+        self.max_runs_per_session = check_whole_number(
+            "max_runs_per_session", max_runs_per_session, 1
+        )
         self.folder = Path(folder if folder is not None else default_runs_folder()).absolute()
-        self.max_bytes = max_bytes
-        self.max_runs_per_session = max_runs_per_session
         self._lock = _folder_lock(self.folder)
 
     def session_folder(self, session_id: str) -> Path:
@@ -377,11 +374,7 @@ class RunStore:
                 f"Run {record.run_id} is still {record.state.value}; store it once it has "
                 "finished, been cancelled or failed."
             )
-        run_id = record.run_id
-        if isinstance(run_id, bool) or not isinstance(run_id, int) or not 1 <= run_id <= MAX_RUN_ID:
-            raise ValueError(
-                f"run_id must be a whole number from 1 to {MAX_RUN_ID}; received {run_id!r}."
-            )
+        run_id = check_whole_number("run_id", record.run_id, 1, MAX_RUN_ID)
         stem = f"run-{run_id:06d}"
         csv_content = record.drift.to_csv(index=False).encode("utf-8")
         json_content = json.dumps(

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from models.drift import DriftRecorder, VerificationResult
-from models.job import PhaseBoundary
+from models.job import JobState, PhaseBoundary, TrainingProgress
 from models.limits import (
     EPOCHS_RANGE,
     LAYERS_PER_STEP_RANGE,
@@ -23,7 +23,9 @@ from models.limits import (
     UNFREEZE_STEPS_RANGE,
 )
 from models.plans import FreezePlan
-from models.training import JobState, TrainingConfig, TrainingJob, TrainingProgress, TrainingSlots
+from models.slots import TrainingSlots
+from models.training import TrainingJob
+from models.training_config import TrainingConfig
 from models.tree import LayerTree, ParameterCounts
 from models.validation import check_choice, check_number, check_whole_number
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from models.job import PhaseBoundary
-from models.training import JobState, TrainingConfig, TrainingProgress
+from models.job import JobState, PhaseBoundary, TrainingProgress
+from models.training_config import TrainingConfig
 from models.tree import ParameterCounts
 
 

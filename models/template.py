@@ -105,48 +105,60 @@ class ModelKey:
                 f"Received: kind={self.kind!r}"
             ) from None
         object.__setattr__(self, "kind", kind)
-        allowed = _FIELDS_OF_KIND[kind]
-        for name in _KEY_FIELDS:
-            value = getattr(self, name)
-            if name not in allowed and value is not None:
-                raise ValueError(
-                    f"A {kind.value} model key has no `{name}`; expected {name}=None. "
-                    f"Received: {name}={value!r}"
-                )
+        self._refuse_fields_of_other_kinds()
         if kind is ModelKind.BUNDLED and self.catalogue_key != BUNDLED_MODEL_KEY:
             raise ValueError(
                 f"The bundled model's `catalogue_key` is {BUNDLED_MODEL_KEY!r}. "
                 f"Received: catalogue_key={self.catalogue_key!r}"
             )
         if kind is ModelKind.APPLICATION:
-            key = self.catalogue_key
-            if not isinstance(key, str) or not _CATALOGUE_KEY.fullmatch(key):
-                raise ValueError(
-                    "`catalogue_key` must be a keras.applications catalogue key of letters, "
-                    f"digits and '_', e.g. 'resnet50'. Received: catalogue_key={key!r}"
-                )
-            size = check_whole_number("input_size", self.input_size, 1)
-            object.__setattr__(self, "input_size", size)
-            if not isinstance(self.pretrained, bool):
-                raise ArgumentTypeError(
-                    "`pretrained` must be True (ImageNet weights) or False (random "
-                    f"initialisation). Received: pretrained={self.pretrained!r}"
-                )
+            self._check_application_fields()
         if kind is ModelKind.UPLOAD:
-            if not isinstance(self.filename, str) or not _SAFE_FILENAME.fullmatch(self.filename):
-                raise ValueError(
-                    "`filename` must be a file name of letters, digits, '_', '.' and '-' (use "
-                    f"ModelKey.upload, which replaces the others). Received: filename="
-                    f"{self.filename!r}"
-                )
-            if not isinstance(self.cut_layer, str) or not self.cut_layer:
-                raise ValueError(
-                    "`cut_layer` must be the name of the layer that ends the base. Received: "
-                    f"cut_layer={self.cut_layer!r}"
-                )
+            self._check_upload_fields()
         if kind is ModelKind.DENSE_BASE:
             number = check_whole_number("num_features", self.num_features, 1)
             object.__setattr__(self, "num_features", number)
+
+    def _refuse_fields_of_other_kinds(self) -> None:
+        """Raises for the first field that is set but does not belong to the key's kind."""
+        allowed = _FIELDS_OF_KIND[self.kind]
+        for name in _KEY_FIELDS:
+            value = getattr(self, name)
+            if name not in allowed and value is not None:
+                raise ValueError(
+                    f"A {self.kind.value} model key has no `{name}`; expected {name}=None. "
+                    f"Received: {name}={value!r}"
+                )
+
+    def _check_application_fields(self) -> None:
+        """Checks a keras.applications key's catalogue key, input size and weights."""
+        key = self.catalogue_key
+        if not isinstance(key, str) or not _CATALOGUE_KEY.fullmatch(key):
+            raise ValueError(
+                "`catalogue_key` must be a keras.applications catalogue key of letters, "
+                f"digits and '_', e.g. 'resnet50'. Received: catalogue_key={key!r}"
+            )
+        size = check_whole_number("input_size", self.input_size, 1)
+        object.__setattr__(self, "input_size", size)
+        if not isinstance(self.pretrained, bool):
+            raise ArgumentTypeError(
+                "`pretrained` must be True (ImageNet weights) or False (random "
+                f"initialisation). Received: pretrained={self.pretrained!r}"
+            )
+
+    def _check_upload_fields(self) -> None:
+        """Checks an uploaded model key's file name and cut layer."""
+        if not isinstance(self.filename, str) or not _SAFE_FILENAME.fullmatch(self.filename):
+            raise ValueError(
+                "`filename` must be a file name of letters, digits, '_', '.' and '-' (use "
+                f"ModelKey.upload, which replaces the others). Received: filename="
+                f"{self.filename!r}"
+            )
+        if not isinstance(self.cut_layer, str) or not self.cut_layer:
+            raise ValueError(
+                "`cut_layer` must be the name of the layer that ends the base. Received: "
+                f"cut_layer={self.cut_layer!r}"
+            )
 
     # ------------------------------------------------------------------------ building
     @classmethod

@@ -3,150 +3,48 @@
 A `TrainingJob` always compiles the model afresh right before `fit`: Keras keeps the set of
 trainable variables from the last compile, so training after a freeze change without
 recompiling would still update the "frozen" layers. Here a stale compile never trains.
+
+The job's neighbours each have their own module, re-exported here so that
+`from models.training import TrainingConfig, TrainingJob, TrainingSlots, JobState,
+TrainingProgress, OPTIMIZERS` keeps working: the settings (`models.training_config`), the
+progress snapshot (`models.job`), the server's queue of training slots (`models.slots`) and the
+failure message a user sees (`models.failures`).
 """
 
 from __future__ import annotations
 
-import enum
 import math
-import os
-import re
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import keras
 import numpy as np
 import pandas as pd
 
-from models.datasets import train_validation_split
 from models.drift import DriftRecorder, VerificationResult
-from models.job import PhaseBoundary
-from models.limits import (
-    BATCH_SIZE_RANGE,
-    DRIFT_EVERY_BATCHES_RANGE,
-    EPOCHS_RANGE,
-    LEARNING_RATE_RANGE,
-    SEED_RANGE,
-    VALIDATION_FRACTION_RANGE,
-)
+from models.failures import describe_training_error
+from models.job import JobState, PhaseBoundary, TrainingProgress
 from models.prefix_cache import (
     ExecutionPlan,
     build_head_model,
     build_prefix_model,
     plan_prefix_cache,
 )
+from models.slots import TrainingSlots
+from models.splits import train_validation_split
+from models.training_config import OPTIMIZERS, TrainingConfig
 from models.tree import LayerTree, ParameterCounts
-from models.validation import check_choice, check_number, check_whole_number
 
-OPTIMIZERS: dict[str, type[keras.optimizers.Optimizer]] = {
-    "adam": keras.optimizers.Adam,
-    "sgd": keras.optimizers.SGD,
-    "rmsprop": keras.optimizers.RMSprop,
-    "adamw": keras.optimizers.AdamW,
-}
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    """Settings of one training run.
-
-    Attributes:
-        epochs: Passes over the training data (`EPOCHS_RANGE`: 1 to 1000).
-        batch_size: Samples per gradient step (`BATCH_SIZE_RANGE`: 1 to 65536).
-        learning_rate: Optimizer step size (`LEARNING_RATE_RANGE`: 1e-6 to 10).
-        optimizer: One of "adam", "sgd", "rmsprop", "adamw".
-        validation_fraction: Share of the data held out for validation (stratified), 0 for none
-            (`VALIDATION_FRACTION_RANGE`: 0 to 0.9).
-        seed: Seed for the split, the shuffling, dropout and new weights.
-        drift_every_batches: Also record drift every this many batches; None for epoch ends only.
-
-    The bounds live in `models.limits`; bad values raise `ValueError` (`TypeError` too for a
-    value of the wrong kind, see `models.validation`).
-    """
-
-    epochs: int = 3
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    optimizer: str = "adam"
-    validation_fraction: float = 0.2
-    seed: int = 0
-    drift_every_batches: int | None = None
-
-    def __post_init__(self) -> None:
-        check_whole_number("epochs", self.epochs, *EPOCHS_RANGE)
-        check_whole_number("batch_size", self.batch_size, *BATCH_SIZE_RANGE)
-        check_whole_number("seed", self.seed, *SEED_RANGE)
-        every, every_range = self.drift_every_batches, DRIFT_EVERY_BATCHES_RANGE
-        check_whole_number("drift_every_batches", every, *every_range, allow_none=True)
-        check_number(
-            "learning_rate",
-            self.learning_rate,
-            *LEARNING_RATE_RANGE,
-            hint="Typical values: 1e-3 for a new head, 1e-5 for fine-tuning.",
-        )
-        check_choice("optimizer", self.optimizer, sorted(OPTIMIZERS))
-        check_number("validation_fraction", self.validation_fraction, *VALIDATION_FRACTION_RANGE)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Returns the settings as a plain dict (JSON-ready)."""
-        return asdict(self)
-
-
-class JobState(enum.StrEnum):
-    """Where a training job is in its life."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    FINISHED = "finished"
-    CANCELLED = "cancelled"
-    FAILED = "failed"
-
-
-@dataclass(frozen=True)
-class TrainingProgress:
-    """A consistent snapshot of a job's progress, safe to read from any thread.
-
-    Attributes:
-        state: The job's `JobState`.
-        epoch: Epochs finished.
-        epochs: Epochs planned.
-        batch: Batches finished in the current epoch.
-        batches_per_epoch: Batches in one epoch (None when unknown, e.g. some tf.data inputs).
-        history: Per-epoch metrics, e.g. {"loss": [...], "val_accuracy": [...]}.
-        batch_history: Per-batch training metrics: {"step": [...], "loss": [...], ...}.
-        message: What happened, in words (the error when the job failed).
-        elapsed_seconds: Time since the job started running.
-        eta_seconds: Estimated time left (None before the first batch).
-    """
-
-    state: JobState
-    epoch: int
-    epochs: int
-    batch: int
-    batches_per_epoch: int | None
-    history: dict[str, list[float]]
-    batch_history: dict[str, list[float]]
-    message: str
-    elapsed_seconds: float
-    eta_seconds: float | None
-
-    @property
-    def done(self) -> bool:
-        """Whether the job has ended (finished, cancelled or failed)."""
-        return self.state in (JobState.FINISHED, JobState.CANCELLED, JobState.FAILED)
-
-    @property
-    def fraction_done(self) -> float:
-        """Share of the planned batches done, in [0, 1]."""
-        if self.state is JobState.FINISHED:
-            return 1.0
-        if not self.batches_per_epoch:
-            return self.epoch / self.epochs
-        total = self.epochs * self.batches_per_epoch
-        return min((self.epoch * self.batches_per_epoch + self.batch) / total, 1.0)
+__all__ = [
+    "OPTIMIZERS",
+    "JobState",
+    "TrainingConfig",
+    "TrainingJob",
+    "TrainingProgress",
+    "TrainingSlots",
+]
 
 
 @dataclass
@@ -210,91 +108,6 @@ class _Status:
     ended_at: float | None = None
     history: dict[str, list[float]] = field(default_factory=dict)
     batch_history: dict[str, list[float]] = field(default_factory=dict)
-
-
-def default_training_slots() -> int:
-    """Concurrent training jobs allowed by default: one per two CPU cores (at least one)."""
-    return max(1, (os.cpu_count() or 2) // 2)
-
-
-class TrainingSlots:
-    """A process-wide, first-come-first-served limit on concurrent training jobs.
-
-    On a shared server (a workshop: 30 sessions, 2 cores) jobs that all trained at once would
-    thrash the CPU and starve the page; queued jobs wait their turn and show their position.
-
-    Args:
-        limit: Jobs allowed to train at once; `default_training_slots()` when None.
-
-    Example:
-    >>> slots = TrainingSlots(limit=1)
-    >>> job = TrainingJob(model, x, y, slots=slots)
-    """
-
-    def __init__(self, limit: int | None = None) -> None:
-        limit = default_training_slots() if limit is None else limit
-        self.limit = check_whole_number("limit", limit, 1)
-        self._condition = threading.Condition()
-        self._running = 0
-        self._queue: list[object] = []
-
-    def _ahead(self, ticket: object) -> int:
-        return self._queue.index(ticket)
-
-    def acquire(
-        self,
-        ticket: object,
-        cancelled: threading.Event,
-        on_wait: Callable[[int], None] | None = None,
-    ) -> bool:
-        """Waits for a slot; returns False when `cancelled` is set first.
-
-        Args:
-            ticket: Any object identifying the waiting job.
-            cancelled: Stops the wait when set.
-            on_wait: Called with the number of jobs ahead (0 = next) while waiting.
-
-        Returns:
-            True when the slot is taken (call `release()` later), False when cancelled.
-        """
-        with self._condition:
-            self._queue.append(ticket)
-            try:
-                while True:
-                    ahead = self._ahead(ticket)
-                    if ahead < self.limit - self._running:
-                        self._queue.remove(ticket)
-                        self._running += 1
-                        return True
-                    if cancelled.is_set():
-                        self._queue.remove(ticket)
-                        self._condition.notify_all()
-                        return False
-                    if on_wait is not None:
-                        on_wait(ahead - (self.limit - self._running) + 1)
-                    self._condition.wait(timeout=0.25)
-            except BaseException:
-                if ticket in self._queue:
-                    self._queue.remove(ticket)
-                raise
-
-    def release(self) -> None:
-        """Frees a slot taken with `acquire`."""
-        with self._condition:
-            self._running = max(0, self._running - 1)
-            self._condition.notify_all()
-
-    @property
-    def running(self) -> int:
-        """Jobs training now."""
-        with self._condition:
-            return self._running
-
-    @property
-    def waiting(self) -> int:
-        """Jobs waiting for a slot."""
-        with self._condition:
-            return len(self._queue)
 
 
 class TrainingJob:
@@ -527,7 +340,7 @@ class TrainingJob:
             else:
                 self._fit_plain()
         except Exception as error:  # every error becomes the job's message
-            self._finish(JobState.FAILED, _describe_error(error))
+            self._finish(JobState.FAILED, describe_training_error(error))
         else:
             if self._pending_failure:
                 self._finish(JobState.FAILED, self._pending_failure)
@@ -743,104 +556,3 @@ class TrainingJob:
     def phase_boundaries(self) -> list[PhaseBoundary]:
         """One phase, from the start (see `models.job.Job`)."""
         return [PhaseBoundary("Training", 0, 0)]
-
-
-_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
-_GRAPH_LOCATION = re.compile(r"\s*\[\[\{\{node [^\n]*?\}\}\]\]|\s*\[Op:[^\]]*\]")
-_MAX_REASON_LENGTH = 400
-# Errors that really say a tensor's shape does not fit (measured with Keras 3.15 / TF 2.21):
-# Keras's input checks ('Input 0 of layer "first" is incompatible with the layer: expected
-# axis -1 of input shape to have value 6, but received input with shape (None, 5)', 'Expected
-# shape (None, 6), but input has incompatible shape (None, 6, 2)'), the losses' label checks
-# ('Argument `output` must have rank (ndim) `target.ndim - 1`', 'Arguments `target` and
-# `output` must have the same shape') and TensorFlow's kernels ('Incompatible shapes: [4,3]
-# vs. [4,2]', 'Matrix size-incompatible', 'Dimensions must be equal'). Any other text that
-# merely mentions a shape (Keras lists every argument's shape under "Arguments received by")
-# is not one.
-_SHAPE_MISMATCH = re.compile(
-    r"is incompatible with the layer"
-    r"|input has incompatible shape"
-    r"|incompatible shapes"
-    r"|shapes \S.* (?:are|is) incompatible"
-    r"|matrix size-incompatible"
-    r"|dimensions must be equal",
-    re.IGNORECASE,
-)
-_LABEL_SHAPE_MISMATCH = re.compile(
-    r"must have rank \(ndim\) `target\.ndim"
-    r"|`target` and `output` must have the same shape"
-    r"|logits and labels must have the same first dimension",
-    re.IGNORECASE,
-)
-_INVALID_NAME = re.compile(
-    r"is not a valid (?:root )?scope name|name contains invalid characters", re.IGNORECASE
-)
-_LABEL_OUT_OF_RANGE = re.compile(r"label value of .* outside the valid range", re.IGNORECASE)
-
-
-def _error_reason(error: BaseException) -> str:
-    """The sentence of an exception that says what went wrong, on one line.
-
-    Keras wraps an error raised inside a layer as "Exception encountered when calling X.call().",
-    the reason, then "Arguments received by X.call(): ..."; TensorFlow's graph errors put a
-    traceback first and the reason last, followed by the node ("[[{{node ...}}]]"). Both are
-    unwrapped; any other message is used whole.
-    """
-    text = _ANSI_ESCAPE.sub("", str(error)).strip()
-    for _ in range(3):  # a wrapped error may itself be wrapped
-        if not text.startswith("Exception encountered when calling"):
-            break
-        _, _, body = text.partition("\n")
-        body = body.split("Arguments received by", 1)[0].strip()
-        if not body:
-            break
-        text = body
-    if text.startswith("Graph execution error"):
-        text = _GRAPH_LOCATION.sub("", text).strip().split("\n\n")[-1]
-    reason = " ".join(text.split())
-    if len(reason) > _MAX_REASON_LENGTH:
-        reason = reason[:_MAX_REASON_LENGTH] + "..."
-    return reason
-
-
-def _describe_error(error: Exception) -> str:
-    """Turns an exception raised inside `fit` into one actionable sentence.
-
-    The sentence names the exception's class and its real reason (unwrapped from Keras's and
-    TensorFlow's wrappers, see `_error_reason`). A hint is added only where the reason says
-    what it is: a shape that does not fit, a layer name TensorFlow refuses, a label outside
-    the classes, or memory running out. Text that merely mentions a shape is not a shape
-    mismatch.
-
-    Args:
-        error: The exception `fit` raised.
-
-    Returns:
-        "Training stopped with an error (<class>): <reason>[ <hint>]".
-
-    Example:
-    >>> _describe_error(RuntimeError("Cast string to float is not supported"))
-    'Training stopped with an error (RuntimeError): Cast string to float is not supported.'
-    """
-    reason = _error_reason(error) or "(no message)"
-    if reason[-1] not in ".!?":
-        reason += "."
-    kind = type(error).__name__
-    hint = ""
-    if _INVALID_NAME.search(reason):
-        hint = (
-            " TensorFlow trains only layers whose names use letters, digits, '_', '.' and '-' "
-            "(and start with a letter or digit): rename the layer, or load the model through "
-            "FreezeLab's upload, which renames such layers internally."
-        )
-    elif _LABEL_SHAPE_MISMATCH.search(reason):
-        hint = " The labels do not fit the model's output: give one class number per sample."
-    elif _SHAPE_MISMATCH.search(reason):
-        hint = " The data's shape does not fit the model: check the input size and channels."
-    elif _LABEL_OUT_OF_RANGE.search(reason):
-        hint = " Labels must be class numbers from 0 to the number of classes - 1."
-    elif isinstance(error, MemoryError) or re.search(
-        r"out of memory|\boom\b|resource ?exhausted", f"{kind} {reason}", re.IGNORECASE
-    ):
-        hint = " Try a smaller batch size or a smaller model."
-    return f"Training stopped with an error ({kind}): {reason}{hint}"

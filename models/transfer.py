@@ -23,6 +23,9 @@ from models.validation import check_whole_number
 # TensorFlow-only in Keras 3.15).
 RESIZE_INTERPOLATION = "bilinear"
 
+TRANSFER_MODEL_NAME = "transfer_model"
+"""The name of the model `build_transfer_model` builds (the first part of every layer path)."""
+
 
 def _validate_data_input_shape(data_input_shape: Sequence[int]) -> tuple[int, ...]:
     if isinstance(data_input_shape, str) or not isinstance(data_input_shape, Sequence):
@@ -183,7 +186,7 @@ def build_transfer_model(
     dropout: float = 0.2,
     rescaling: tuple[float, float] | None = None,
     preprocessing: str | None = None,
-    name: str = "transfer_model",
+    name: str = TRANSFER_MODEL_NAME,
 ) -> keras.Model:
     """Wraps a pretrained base in a Functional model with a new classification head.
 

@@ -1,125 +1,52 @@
-"""Describe any Keras 3 model as a tree of layers and freeze or unfreeze it with Keras's semantics.
+"""The layer tree: any Keras 3 model seen as a tree of layers, with Keras-exact parameter counts.
 
 Keras facts this module relies on (measured with Keras 3.15, see tests/test_tree.py):
 
-- `layer.trainable = v` sets `v` on the layer, on each of its own trainable variables and,
-  recursively, on every sublayer.
 - `model.trainable_weights` is `[]` when the *top* model's flag is False; otherwise it is every
   weight whose own `variable.trainable` is True. A nested model's flag therefore does not gate
   its children: a child set back to `trainable=True` under a frozen nested model IS trained by
   `fit` on the outer model (its parent's own `trainable_weights` is `[]`, the outer model's is
   not). `LayerNode.effectively_trainable` reports what Keras really trains, and
   `LayerNode.ancestor_frozen` flags the surprising case.
-- On the TensorFlow backend, `layer.trainable = v` is skipped entirely when the flag already
-  equals `v` (TensorFlow's AutoTrackable short-circuits `self.x = self.x`), so unfreezing a
-  trainable parent does not unfreeze its frozen children there, while it does on JAX. FreezeLab
-  applies Keras's documented semantics on every backend through `set_trainable`.
 - A layer object used by two parents (e.g. one Dense inside two nested Sequential models) has ONE
   flag. The tree lists it once, under the path where the pre-order walk meets it first; its other
   paths are aliases (`aliases`, `canonical_path`) that every method accepts. Each parent's
   subtree counts its weights (`LayerNode.shared_params` says how many are shared); the top
   model's totals count each variable once, as `model.trainable_weights` does.
+
+`LayerTree` builds and reads the tree here; its freezing methods, and `set_trainable` with the
+facts about Keras's `trainable` setter, live in `models.freezing`, and the plain data it reports
+(`LayerNode`, `ParameterCounts`) in `models.layer_node`; all are re-exported here.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import keras
 import pandas as pd
 
+from models.freezing import FreezingOperations, set_trainable
+from models.layer_node import LayerNode, ParameterCounts
 from models.names import display_name
-from models.validation import check_whole_number
+
+__all__ = [
+    "PATH_SEPARATOR",
+    "STATE_KIND",
+    "WEIGHTS_KIND",
+    "LayerNode",
+    "LayerTree",
+    "ParameterCounts",
+    "child_layers",
+    "format_paths",
+    "set_trainable",
+]
 
 PATH_SEPARATOR = "/"
 WEIGHTS_KIND = "weights"
 STATE_KIND = "state"
-
-
-@dataclass(frozen=True)
-class ParameterCounts:
-    """Trainable and non-trainable parameter totals, as Keras's `model.summary()` reports them.
-
-    Attributes:
-        trainable: Number of scalars in weights the optimizer updates.
-        non_trainable: Number of scalars in every other weight (frozen weights, BN statistics).
-    """
-
-    trainable: int
-    non_trainable: int
-
-    @property
-    def total(self) -> int:
-        """All parameters."""
-        return self.trainable + self.non_trainable
-
-    @property
-    def trainable_fraction(self) -> float:
-        """Share of parameters that train, in [0, 1]; 0 for a model without weights."""
-        return self.trainable / self.total if self.total else 0.0
-
-
-@dataclass(frozen=True)
-class LayerNode:
-    """One node of the layer tree: a model, a nested model, a layer or a sublayer.
-
-    Attributes:
-        path: Stable id, the layer names from the top model down joined by "/".
-        name: The layer's name.
-        class_name: The layer's class, e.g. "Dense" or "Functional".
-        depth: 0 for the top model, 1 for its layers, and so on.
-        parent_path: Path of the parent node, None for the top model.
-        children: Paths of the child nodes, in the model's order.
-        trainable: The layer's own `trainable` flag.
-        effectively_trainable: Whether `fit` on the top model updates this layer's weights: its
-            flag and the top model's flag are both True (for a layer without weights, whether it
-            would be).
-        ancestor_frozen: True when some ancestor's flag is False while this flag is True.
-        own_trainable_params: Trainable parameters held by the layer itself (not sublayers).
-        own_non_trainable_params: Non-trainable parameters held by the layer itself.
-        trainable_params: Trainable parameters of the layer and everything under it.
-        non_trainable_params: Non-trainable parameters of the layer and everything under it.
-        own_state_params: Parameters of variables that never train (e.g. BN moving statistics).
-        is_batch_norm: Whether the layer is a BatchNormalization layer.
-        is_model: Whether the layer is a Keras model (Sequential, Functional, subclassed).
-        is_shared: Whether the layer is reachable from more than one place in the model, or is
-            called at more than one place of a functional graph (its weights serve both).
-        shared_params: Parameters counted in this node's subtree that layers outside it use
-            too (a layer or variable with several parents). Every parent's subtree counts them,
-            so subtree counts of siblings may overlap by this much; the top model's totals count
-            each variable once, as Keras does.
-    """
-
-    path: str
-    name: str
-    class_name: str
-    depth: int
-    parent_path: str | None
-    children: tuple[str, ...]
-    trainable: bool
-    effectively_trainable: bool
-    ancestor_frozen: bool
-    own_trainable_params: int
-    own_non_trainable_params: int
-    trainable_params: int
-    non_trainable_params: int
-    own_state_params: int
-    is_batch_norm: bool
-    is_model: bool
-    is_shared: bool
-    shared_params: int = 0
-
-    @property
-    def total_params(self) -> int:
-        """All parameters of the layer and everything under it."""
-        return self.trainable_params + self.non_trainable_params
-
-    @property
-    def own_params(self) -> int:
-        """Parameters held by the layer itself."""
-        return self.own_trainable_params + self.own_non_trainable_params
 
 
 @dataclass
@@ -142,36 +69,6 @@ class _Entry:
 
 def _variable_size(variable: keras.Variable) -> int:
     return int(math.prod(variable.shape))
-
-
-def _set_own_trainable(layer: keras.layers.Layer, trainable: bool) -> None:
-    """Sets one layer's own flag and its own variables' flags, leaving its sublayers alone.
-
-    This is Keras's `Layer.trainable` setter without its recursion into sublayers, so writing
-    every node of a plan gives the same result in any order, even when a layer has two parents.
-    """
-    layer._trainable = trainable
-    for variable in layer._trainable_variables:
-        variable.trainable = trainable
-
-
-def set_trainable(layer: keras.layers.Layer, trainable: bool) -> None:
-    """Sets `trainable` on a layer and every layer under it, as Keras documents it.
-
-    Calls Keras's own `Layer.trainable` setter on the layer and each descendant, so the result
-    does not depend on the backend (TensorFlow skips the setter when the flag is unchanged).
-
-    Args:
-        layer: Any Keras layer or model.
-        trainable: The flag to set.
-
-    Example:
-    >>> set_trainable(model, True)  # unfreezes everything, even children frozen one by one
-    """
-    setter = keras.layers.Layer.trainable.fset
-    setter(layer, trainable)
-    for sublayer in layer._flatten_layers(include_self=False, recursive=True):
-        setter(sublayer, trainable)
 
 
 def format_paths(paths: Sequence[str], limit: int = 5) -> str:
@@ -217,11 +114,13 @@ def child_layers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
     return list(layer._flatten_layers(include_self=False, recursive=False))
 
 
-class LayerTree:
+class LayerTree(FreezingOperations):
     """A Keras model seen as a tree of layers, with Keras-exact freezing and parameter counts.
 
     The tree reads and writes the model's own `trainable` flags; the model stays the source of
     truth, so counts always match `model.trainable_weights` and `model.non_trainable_weights`.
+    The freezing methods (`set_frozen`, `freeze_up_to`, `unfreeze_top`, `apply_frozen_paths`,
+    ...) come from `models.freezing.FreezingOperations`.
 
     Args:
         model: A built Keras model (Sequential, Functional or subclassed).
@@ -597,10 +496,6 @@ class LayerTree:
         ]
         return pd.DataFrame(rows)
 
-    def weighted_paths(self) -> list[str]:
-        """Returns the paths of nodes that hold weights themselves, in model order."""
-        return [path for path, entry in self._entries.items() if entry.own_variables]
-
     def descendants(self, path: str) -> list[str]:
         """Returns every path under `path` (not `path` itself), in pre-order."""
         result: list[str] = []
@@ -628,88 +523,7 @@ class LayerTree:
             if isinstance(entry.layer, keras.layers.BatchNormalization)
         ]
 
-    # ----------------------------------------------------------------------------- freezing
-    def set_frozen(self, path: str, frozen: bool) -> None:
-        """Freezes or unfreezes the node at `path` and, as Keras does, everything under it.
-
-        Args:
-            path: A node path.
-            frozen: True sets `layer.trainable = False`, False sets it to True.
-
-        Example:
-        >>> tree.set_frozen("base", True)   # freezes base and every layer in it
-        """
-        if not isinstance(frozen, bool):
-            raise TypeError(f"`frozen` must be True or False, received {frozen!r}.")
-        set_trainable(self._entry(path).layer, not frozen)
-
-    def freeze_all(self) -> None:
-        """Freezes the whole model (`model.trainable = False`)."""
-        set_trainable(self._model, False)
-
-    def unfreeze_all(self) -> None:
-        """Unfreezes the whole model (`model.trainable = True`)."""
-        set_trainable(self._model, True)
-
-    def freeze_up_to(self, path: str) -> None:
-        """Freezes every layer up to and including `path` in model order; unfreezes the rest.
-
-        Like fastai's `freeze_to`: layers before the chosen one (in the flattened model order,
-        nested layers included) and the chosen one with its sublayers are frozen; the layers
-        after it are trainable. Models that contain the chosen layer keep their flag True so that
-        the layers after it can train.
-
-        Args:
-            path: The last layer to freeze.
-
-        Example:
-        >>> tree.freeze_up_to("transfer_model/feature_extractor")
-        """
-        path = self.canonical_path(path)
-        ancestors = set(self.ancestors(path))
-        set_trainable(self._model, True)
-        # Pre-order walk: everything met before `path` precedes it in model order. Freezing a
-        # node freezes its subtree, which lies wholly before `path` unless it is an ancestor.
-        for current in self._entries:
-            if current not in ancestors:
-                set_trainable(self._entries[current].layer, False)
-            if current == path:
-                break
-
-    def unfreeze_top(self, num_layers: int, base_path: str | None = None) -> None:
-        """Keeps a base model trainable but freezes all but its top `num_layers` weighted layers.
-
-        The Keras fine-tuning recipe, `base.trainable = True` then
-        `for layer in base.layers[:-k]: layer.trainable = False`, with `k` chosen so that the
-        trainable top holds `num_layers` layers with weights (`base_layer_paths`). Layers without
-        weights (activations, pooling, dropout) are not counted: they have nothing to train. The
-        cut falls just before the lowest of the counted layers, so weightless layers below it
-        are frozen with their neighbours and those above it stay trainable.
-
-        Args:
-            num_layers: How many of the base's last layers with weights train (0 freezes all of
-                the base's layers; as many as there are, or more, leaves the whole base trainable).
-            base_path: Path of the base model; defaults to the largest nested model, or the top
-                model when there is none.
-
-        Example:
-        >>> tree.unfreeze_top(2, "transfer_model/feature_extractor")  # conv3 and batch_norm3
-        """
-        num_layers = int(check_whole_number("num_layers", num_layers, 0))
-        base_path = base_path if base_path is not None else self.default_base_path()
-        base = self._entry(base_path)
-        set_trainable(base.layer, True)
-        layers = self.base_layer_paths(base.path, include_weightless=True)
-        weighted = [index for index, path in enumerate(layers) if self._has_weights(path)]
-        if num_layers == 0:
-            cut = len(layers)
-        elif num_layers >= len(weighted):
-            cut = 0
-        else:
-            cut = weighted[-num_layers]
-        for path in layers[:cut]:
-            set_trainable(self._entries[path].layer, False)
-
+    # ------------------------------------------------------------------------ the base model
     def _has_weights(self, path: str) -> bool:
         """Whether the subtree at `path` holds a variable the optimizer can train."""
         return any(
@@ -754,59 +568,6 @@ class LayerTree:
             if not isinstance(self._entries[path].layer, keras.layers.InputLayer)
             and (include_weightless or self._has_weights(path))
         ]
-
-    def freeze_batch_norm(self) -> None:
-        """Freezes every BatchNormalization layer (inference mode, moving statistics fixed)."""
-        for path in self.batch_norm_paths():
-            set_trainable(self._entries[path].layer, False)
-
-    def frozen_paths(self) -> frozenset[str]:
-        """Returns the current freeze plan: the paths whose own flag is `trainable=False`.
-
-        Returns:
-            A frozenset of paths from `paths()` (a layer with several parents appears once,
-            under its listed path). `apply_frozen_paths` of it restores exactly this state.
-        """
-        return frozenset(p for p, e in self._entries.items() if not e.layer.trainable)
-
-    def apply_frozen_paths(self, frozen_paths: Iterable[str]) -> None:
-        """Sets every node's flag from a freeze plan: False for listed paths, True otherwise.
-
-        Each layer's own flag (and its own variables') is set without touching its sublayers,
-        so a child listed as trainable under a frozen parent keeps its True flag, and the result
-        does not depend on the order of the writes. A layer with several parents is one object
-        with one flag: naming it under any of its paths (see `aliases`) freezes it.
-
-        Args:
-            frozen_paths: Paths to freeze (from `paths()` or aliases); every other node is
-                unfrozen.
-
-        Example:
-        >>> tree.apply_frozen_paths({"base/dense"})
-        >>> sorted(tree.frozen_paths())
-        ['base/dense']
-        """
-        if isinstance(frozen_paths, str):
-            raise TypeError(
-                "`frozen_paths` must be a collection of paths, received a single string "
-                f"'{frozen_paths}'. Wrap it in a list: ['{frozen_paths}']."
-            )
-        wanted: set[str] = set()
-        unknown: list[str] = []
-        for path in frozen_paths:
-            resolved = self._resolve(path)
-            if resolved is None:
-                unknown.append(path)
-            else:
-                wanted.add(resolved)
-        if unknown:
-            raise ValueError(
-                f"The freeze plan names {len(unknown)} path(s) that are not in model "
-                f"'{self._model.name}': {sorted(map(str, unknown))[:5]}. Read valid paths from "
-                "`paths()`."
-            )
-        for path, entry in self._entries.items():
-            _set_own_trainable(entry.layer, path not in wanted)
 
     def __iter__(self) -> Iterator[LayerNode]:
         return iter(self.nodes())

@@ -13,8 +13,9 @@ from numbers import Real
 
 import numpy as np
 
-from models.checks import checked_bytes, checked_int, human_size
+from models.checks import checked_bytes, human_size
 from models.datasets import ImageDataset
+from models.validation import check_whole_number
 
 # Limits for a zip of images (all adjustable per call).
 DEFAULT_MAX_ZIP_FILES = 10_000
@@ -50,9 +51,9 @@ def _check_zip_arguments(
     image_size: object, max_files: object, max_total_bytes: object, max_ratio: object
 ) -> tuple[int, int, int, float]:
     """`(image_size, max_files, max_total_bytes, max_ratio)`, checked and normalised."""
-    image_size = checked_int("image_size", image_size, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
-    max_files = checked_int("max_files", max_files, 1)
-    max_total_bytes = checked_int("max_total_bytes", max_total_bytes, 1)
+    image_size = check_whole_number("image_size", image_size, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
+    max_files = check_whole_number("max_files", max_files, 1)
+    max_total_bytes = check_whole_number("max_total_bytes", max_total_bytes, 1)
     if isinstance(max_ratio, bool) or not isinstance(max_ratio, Real) or max_ratio < 1:
         raise ValueError(f"max_ratio must be a number >= 1; received {max_ratio!r}.")
     return image_size, max_files, max_total_bytes, float(max_ratio)

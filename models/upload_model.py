@@ -11,6 +11,7 @@ from typing import Any
 import keras
 
 import models.layers  # noqa: F401  (registers FreezeLab's layers so saved FreezeLab models load)
+from models.checks import human_size as _human_size
 from models.names import with_internal_names
 from models.template import ModelKey, ModelTemplate
 from models.transfer import cut_base
@@ -34,12 +35,6 @@ _INTERNAL_CLASS_NAMES = frozenset(
         "__slice__",
     }
 )
-
-
-def _human_size(num_bytes: int) -> str:
-    if num_bytes >= 1024 * 1024:
-        return f"{num_bytes / (1024 * 1024):.2f} MiB"
-    return f"{int(num_bytes):,} bytes"
 
 
 def _display_name(filename: str) -> str:
@@ -118,61 +113,73 @@ def _is_known_class(item: dict) -> bool:
     ) or class_name in ("Functional", "Sequential", "Model", "DTypePolicy")
 
 
+def _read_keras_config_text(path: Path, max_bytes: int, display_name: str) -> bytes:
+    """The config.json of a .keras zip archive, after checking the archive's sizes."""
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"'{display_name}' is not a Keras model file: a .keras file is a zip archive "
+            "(made by model.save('model.keras')), but this file is not a zip archive. "
+            "Upload a model saved with Keras 3."
+        )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {info.filename: info for info in archive.infolist()}
+            total = sum(info.file_size for info in members.values())
+            if total > 2 * max_bytes:
+                raise ValueError(
+                    f"'{display_name}' unpacks to {_human_size(total)}, more than the "
+                    f"{_human_size(2 * max_bytes)} allowed for a {_human_size(max_bytes)} "
+                    "upload. Upload a smaller model."
+                )
+            if "config.json" not in members:
+                shown = ", ".join(sorted(members)[:5]) or "nothing"
+                raise ValueError(
+                    f"'{display_name}' is a zip archive but not a Keras model: it has no "
+                    f"config.json (it contains {shown}). Upload a file made by "
+                    "model.save('model.keras')."
+                )
+            if members["config.json"].file_size > MAX_CONFIG_BYTES:
+                raise ValueError(
+                    f"'{display_name}' has a {_human_size(members['config.json'].file_size)}"
+                    f" config.json, more than the {_human_size(MAX_CONFIG_BYTES)} allowed."
+                )
+            with archive.open("config.json") as config_file:
+                text = config_file.read(MAX_CONFIG_BYTES + 1)
+    except zipfile.BadZipFile as error:
+        raise ValueError(
+            f"'{display_name}' is a damaged zip archive ({error}); upload the model file "
+            "again or save it again with model.save('model.keras')."
+        ) from error
+    return text
+
+
+def _read_h5_config_text(path: Path, display_name: str) -> str | bytes:
+    """The `model_config` attribute of an .h5 model file."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as h5_file:
+            text = h5_file.attrs.get("model_config")
+    except OSError as error:
+        raise ValueError(
+            f"'{display_name}' is not a Keras model file: it is not a valid HDF5 file "
+            f"({error}). Upload a .keras file, or an .h5 file made by model.save('model.h5')."
+        ) from error
+    if text is None:
+        raise ValueError(
+            f"'{display_name}' is an HDF5 file without a model configuration: it probably "
+            "holds weights only (model.save_weights). Upload the whole model, saved with "
+            "model.save('model.keras')."
+        )
+    return text
+
+
 def _read_config(path: Path, extension: str, max_bytes: int, display_name: str) -> Any:
     """Reads the model config JSON without deserialising anything."""
     if extension == ".keras":
-        if not zipfile.is_zipfile(path):
-            raise ValueError(
-                f"'{display_name}' is not a Keras model file: a .keras file is a zip archive "
-                "(made by model.save('model.keras')), but this file is not a zip archive. "
-                "Upload a model saved with Keras 3."
-            )
-        try:
-            with zipfile.ZipFile(path) as archive:
-                members = {info.filename: info for info in archive.infolist()}
-                total = sum(info.file_size for info in members.values())
-                if total > 2 * max_bytes:
-                    raise ValueError(
-                        f"'{display_name}' unpacks to {_human_size(total)}, more than the "
-                        f"{_human_size(2 * max_bytes)} allowed for a {_human_size(max_bytes)} "
-                        "upload. Upload a smaller model."
-                    )
-                if "config.json" not in members:
-                    shown = ", ".join(sorted(members)[:5]) or "nothing"
-                    raise ValueError(
-                        f"'{display_name}' is a zip archive but not a Keras model: it has no "
-                        f"config.json (it contains {shown}). Upload a file made by "
-                        "model.save('model.keras')."
-                    )
-                if members["config.json"].file_size > MAX_CONFIG_BYTES:
-                    raise ValueError(
-                        f"'{display_name}' has a {_human_size(members['config.json'].file_size)}"
-                        f" config.json, more than the {_human_size(MAX_CONFIG_BYTES)} allowed."
-                    )
-                with archive.open("config.json") as config_file:
-                    text = config_file.read(MAX_CONFIG_BYTES + 1)
-        except zipfile.BadZipFile as error:
-            raise ValueError(
-                f"'{display_name}' is a damaged zip archive ({error}); upload the model file "
-                "again or save it again with model.save('model.keras')."
-            ) from error
+        text = _read_keras_config_text(path, max_bytes, display_name)
     else:
-        import h5py
-
-        try:
-            with h5py.File(path, "r") as h5_file:
-                text = h5_file.attrs.get("model_config")
-        except OSError as error:
-            raise ValueError(
-                f"'{display_name}' is not a Keras model file: it is not a valid HDF5 file "
-                f"({error}). Upload a .keras file, or an .h5 file made by model.save('model.h5')."
-            ) from error
-        if text is None:
-            raise ValueError(
-                f"'{display_name}' is an HDF5 file without a model configuration: it probably "
-                "holds weights only (model.save_weights). Upload the whole model, saved with "
-                "model.save('model.keras')."
-            )
+        text = _read_h5_config_text(path, display_name)
     if isinstance(text, bytes):
         text = text.decode("utf-8", errors="replace")
     try:

@@ -16,14 +16,14 @@ from typing import Any
 import keras
 
 from models.datasets import ImageDataset
+from models.job import Job
 from models.plans import FreezePlan
 from models.template import ModelTemplate
 from models.training import JobState, TrainingConfig, TrainingJob, TrainingSlots
-from models.transfer import build_transfer_model
+from models.transfer import TRANSFER_MODEL_NAME, build_transfer_model
 from models.tree import LayerTree, ParameterCounts
 
 MAX_RUNS_KEPT = 4
-TRANSFER_MODEL_NAME = "transfer_model"
 
 
 @dataclass
@@ -37,7 +37,7 @@ class Run:
         config: The `TrainingConfig`.
         frozen_paths: The freeze plan (paths whose flag is False) when the run started.
         counts: Trainable / non-trainable parameters when the run started.
-        job: The `TrainingJob` (progress, history, drift, verification).
+        job: Its job, a `TrainingJob` or a `ScheduledJob`, read through the `Job` protocol.
         layer_order: Node paths in model order, for charts.
         depths: Node depth by path, for indented charts.
     """
@@ -48,7 +48,7 @@ class Run:
     config: TrainingConfig
     frozen_paths: frozenset[str]
     counts: ParameterCounts
-    job: TrainingJob
+    job: Job
     layer_order: list[str] = field(default_factory=list)
     depths: dict[str, int] = field(default_factory=dict)
     name: str = ""
@@ -280,7 +280,7 @@ class Workspace:
             run = self._add_run(job, job.config, name=" → ".join(phase.name for phase in phases))
         return self._train(run, background)
 
-    def _add_run(self, job: Any, config: TrainingConfig, name: str = "") -> Run:
+    def _add_run(self, job: Job, config: TrainingConfig, name: str = "") -> Run:
         """Records a new run of `job` with the current plan (call with the lock held)."""
         nodes = self.tree.nodes()
         run = Run(

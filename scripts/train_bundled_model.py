@@ -23,7 +23,8 @@ from models.bundled import (  # noqa: E402
     build_digits_cnn,
     load_bundled_model,
 )
-from models.datasets import load_digits_task, train_validation_split  # noqa: E402
+from models.datasets import load_digits_task  # noqa: E402
+from models.splits import train_validation_split  # noqa: E402
 
 SEED = 0
 EPOCHS = 25

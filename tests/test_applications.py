@@ -1,4 +1,7 @@
-"""Tests for models/applications.py, ImagenetPreprocessing and the catalogue: offline only."""
+"""Tests for models.applications (+ application_entries), ImagenetPreprocessing, the catalogue.
+
+Offline only.
+"""
 
 import dataclasses
 import hashlib
@@ -12,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 
-import models.applications
+import models.application_entries
 import models.download
 from models.applications import (
     APPLICATION_ENTRIES,
@@ -310,7 +313,7 @@ def _serve_weights(monkeypatch, server, key, body, file_hash):
         APPLICATION_ENTRIES[key], weights_origin=server.url("weights/"), weights_file_hash=file_hash
     )
     monkeypatch.setattr(
-        models.applications, "APPLICATION_ENTRIES", {**APPLICATION_ENTRIES, key: entry}
+        models.application_entries, "APPLICATION_ENTRIES", {**APPLICATION_ENTRIES, key: entry}
     )
     return entry, server.serve(f"weights/{entry.weights_file_name(96)}", body)
 

@@ -14,7 +14,8 @@ from models.bundled import (
     load_bundled_metadata,
     load_bundled_model,
 )
-from models.datasets import load_bundled_dataset, train_validation_split
+from models.datasets import load_bundled_dataset
+from models.splits import train_validation_split
 
 
 def count_parameters(weights):

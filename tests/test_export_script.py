@@ -20,6 +20,7 @@ from models.dense_base import dense_base_template
 from models.export.files import BASE_MODEL_BUTTON, base_model_file
 from models.export.plan_code import freeze_statements
 from models.export.script import generate_code
+from models.template import parse_model_key
 from models.training import TrainingConfig
 from models.tree import LayerTree
 from models.upload_model import uploaded_template
@@ -181,7 +182,7 @@ def test_uploaded_model_with_hostile_names(tmp_path, monkeypatch, digits):
     model = keras.Model(inputs, outputs, name="uploaded")
     file_name = "my model\n# evil.keras"
     template = uploaded_template(model, "pool", file_name)
-    saved_name = template.key.split(":", 2)[1]
+    saved_name = parse_model_key(template.key).filename
     model.save(tmp_path / saved_name)
     monkeypatch.chdir(tmp_path)
     workspace = Workspace(template, digits)

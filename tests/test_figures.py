@@ -105,13 +105,17 @@ def test_kinds_and_columns_match_the_core():
     assert FROZEN_COLOR not in figures.TRAINABLE_PALETTE
 
 
-def test_figures_module_never_imports_streamlit_or_models():
-    source = Path(figures.__file__).read_text()
+@pytest.mark.parametrize(
+    "path", sorted(Path(figures.__file__).parent.glob("*.py")), ids=lambda path: path.name
+)
+def test_figures_modules_never_import_streamlit_or_models(path):
+    source = path.read_text()
     roots = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             roots.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
+        # The argument checks are plain Python: the one piece of models/ the figures may use.
+        elif isinstance(node, ast.ImportFrom) and node.module not in (None, "models.validation"):
             roots.add(node.module.split(".")[0])
     assert not roots & {"streamlit", "models", "keras", "tensorflow"}
     assert not re.search(r"\bst\.", source)

@@ -198,8 +198,14 @@ def test_a_dataset_too_large_for_memory_is_refused_before_decoding():
         load_image_zip(make_zip(entries), image_size=256)
 
 
+@pytest.mark.parametrize("value", [True, 2.0, 7, 257, "64"])
+def test_image_sizes_outside_the_range_bools_and_other_types_are_refused(value):
+    with pytest.raises(ValueError, match=r"`image_size` must be a whole number from 8 to 256"):
+        load_image_zip(make_zip({}), image_size=value)
+
+
 def test_bad_zip_arguments_are_explained():
-    with pytest.raises(ValueError, match="image_size must be an integer >= 8 and <= 256"):
-        load_image_zip(make_zip({}), image_size=4)
+    with pytest.raises(ValueError, match=r"`max_files` must be a whole number >= 1\. Received: "):
+        load_image_zip(make_zip({}), max_files=0)
     with pytest.raises(TypeError, match="received str"):
         load_image_zip("cats.zip")

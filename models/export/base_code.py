@@ -6,7 +6,6 @@ import keras
 
 from models.applications import APPLICATION_ENTRIES, ApplicationEntry
 from models.bundled import BUNDLED_MODEL_PATH, FEATURE_EXTRACTOR_NAME
-from models.catalogue import BUNDLED_MODEL_KEY
 from models.export.files import BASE_MODEL_BUTTON
 from models.export.source import (
     PATH_IMPORT,
@@ -18,27 +17,28 @@ from models.export.source import (
     shape_text,
     wrap_call,
 )
-from models.workspace import ModelTemplate
+from models.template import MODEL_KEY_FORMS, ModelKind, ModelTemplate, parse_model_key
 
 
 def base_code(template: ModelTemplate, base: keras.Model) -> CodeParts:
     """Code that builds or loads the base as FreezeLab did, as the variable `base`."""
-    key = template.key
-    if key == BUNDLED_MODEL_KEY:
+    try:
+        key = parse_model_key(template.key)
+    except ValueError:
+        key = None
+    kind = key.kind if key is not None else None
+    if kind is ModelKind.BUNDLED:
         return _bundled_base_code()
-    catalogue, _, rest = key.partition("@")
-    if catalogue in APPLICATION_ENTRIES and rest:
-        return _application_base_code(APPLICATION_ENTRIES[catalogue], template, base)
-    if key.startswith("upload:"):
-        _, file_name, cut_layer = key.split(":", 2)
-        return _uploaded_base_code(file_name, cut_layer, base)
-    if key.startswith("dense_base:"):
+    if kind is ModelKind.APPLICATION and key.catalogue_key in APPLICATION_ENTRIES:
+        return _application_base_code(APPLICATION_ENTRIES[key.catalogue_key], template, base)
+    if kind is ModelKind.UPLOAD:
+        return _uploaded_base_code(key.filename, key.cut_layer, base)
+    if kind is ModelKind.DENSE_BASE:
         return CodeParts([], _dense_base_code(base))
     raise ValueError(
-        f"generate_code does not know how to rebuild the base of template {key!r}. Expected "
-        f"the bundled model ({BUNDLED_MODEL_KEY!r}), a keras.applications key like "
-        "'mobilenet_v2_035@96:random', an uploaded model ('upload:<file>:<layer>') or a "
-        "Dense base ('dense_base:<features>')."
+        f"generate_code does not know how to rebuild the base of template {template.key!r}. "
+        f"Expected a model key: {MODEL_KEY_FORMS}; a keras.applications key must name a "
+        f"model of the catalogue ({', '.join(sorted(APPLICATION_ENTRIES))})."
     )
 
 

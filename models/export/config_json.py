@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -12,9 +11,9 @@ from typing import Any
 import keras
 
 from models.export.plan_code import restrict_plan
+from models.template import ModelKey, ModelTemplate, parse_model_key
 from models.training import TrainingConfig
 from models.tree import LayerTree, ParameterCounts
-from models.workspace import ModelTemplate
 
 FREEZELAB_VERSION = "0.1.0"
 RUN_CONFIG_FORMAT = "freezelab-run-config"
@@ -70,15 +69,30 @@ class RunConfig:
     counts: ParameterCounts | None
 
     @property
-    def catalogue_key(self) -> str:
-        """The catalogue key of the model ("resnet50@96:imagenet" -> "resnet50")."""
-        return self.template_key.split("@", 1)[0]
+    def model_key(self) -> ModelKey | None:
+        """The template key read by `parse_model_key`, or None when it is no model key.
+
+        A run config is a file anyone can edit, so its key may be any string.
+        """
+        try:
+            return parse_model_key(self.template_key)
+        except ValueError:
+            return None
+
+    @property
+    def catalogue_key(self) -> str | None:
+        """The catalogue key of the model ("resnet50@96:imagenet" -> "resnet50").
+
+        None for an uploaded model, a Dense base, or a key that is no model key.
+        """
+        key = self.model_key
+        return key.catalogue_key if key is not None else None
 
     @property
     def input_size(self) -> int | None:
         """The keras.applications input size from the template key, or None."""
-        match = re.fullmatch(r"[^@]+@(\d+):\w+", self.template_key)
-        return int(match.group(1)) if match else None
+        key = self.model_key
+        return key.input_size if key is not None else None
 
 
 # ------------------------------------------------------------------------------ write

@@ -10,7 +10,7 @@ import pandas as pd
 
 from models.bundled import BUNDLED_MODEL_PATH
 from models.catalogue import BUNDLED_MODEL_KEY
-from models.workspace import ModelTemplate
+from models.template import ModelTemplate
 
 BASE_MODEL_BUTTON = "Base model (.keras)"  # the Export tab's button for `base_model_file`
 

@@ -30,10 +30,10 @@ from models.export.source import (
     wrap_call,
 )
 from models.layers import ImagenetPreprocessing, RGBToGrayscale
+from models.template import ModelTemplate
 from models.training import OPTIMIZERS, TrainingConfig
-from models.transfer import build_transfer_model
+from models.transfer import TRANSFER_MODEL_NAME, build_transfer_model
 from models.tree import LayerTree, ParameterCounts
-from models.workspace import TRANSFER_MODEL_NAME, ModelTemplate
 
 KERAS_DATASET_KEYS: tuple[str, ...] = ("mnist", "fashion_mnist", "cifar10")
 _OPTIMIZER_CLASSES = {key: optimizer.__name__ for key, optimizer in OPTIMIZERS.items()}

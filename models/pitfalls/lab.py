@@ -16,10 +16,9 @@ import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
-import numpy as np
-
 from models.pitfalls import batch_norm, child_under_frozen_parent, early_fine_tuning, stale_compile
 from models.pitfalls.results import Pitfall, PitfallResult, VariantResult
+from models.validation import check_choice, check_whole_number
 
 _EXPERIMENTS = (stale_compile, batch_norm, early_fine_tuning, child_under_frozen_parent)
 
@@ -54,16 +53,14 @@ def run_pitfall(key: str, seed: int = 0) -> PitfallResult:
     >>> result.right.verification.all_unchanged
     True
     """
-    if key not in PITFALLS:
-        raise ValueError(f"Unknown pitfall {key!r}; expected one of {list(PITFALLS)}.")
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"`seed` must be a whole number >= 0, received {seed!r}.")
+    check_choice("pitfall", key, PITFALLS)
+    seed = check_whole_number("seed", seed, 0)
     started = time.perf_counter()
-    variants = _RUNNERS[key](int(seed))
+    variants = _RUNNERS[key](seed)
     return PitfallResult(
         key=key,
         title=PITFALLS[key].title,
-        seed=int(seed),
+        seed=seed,
         variants=tuple(variants),
         seconds=time.perf_counter() - started,
     )

@@ -28,9 +28,10 @@ import numpy as np
 import pandas as pd
 
 from models.bundled import BUNDLED_INPUT_SHAPE, load_bundled_base, load_bundled_model
-from models.datasets import load_bundled_dataset, train_validation_split
+from models.datasets import load_bundled_dataset
 from models.drift import DriftRecorder
 from models.pitfalls.results import Measurement, VariantResult
+from models.splits import train_validation_split
 from models.transfer import build_transfer_model
 from models.tree import LayerTree
 

@@ -1,0 +1,165 @@
+"""Reads the drift frame for the figures: kinds, columns, checks, layer order, the final table.
+
+The drift frame is the one of `DriftRecorder.frame()`. A layer counts as *frozen* here when it
+was effectively frozen at every recorded step (the `frozen` column is True on all its rows).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import pandas as pd
+
+WEIGHTS_KIND = "weights"
+STATE_KIND = "state"
+KINDS = (WEIGHTS_KIND, STATE_KIND)
+REQUIRED_DRIFT_COLUMNS = (
+    "step",
+    "epoch",
+    "layer_path",
+    "layer_name",
+    "class_name",
+    "kind",
+    "relative_change",
+    "max_abs_change",
+    "unchanged",
+    "frozen",
+    "num_params",
+)
+TABLE_COLUMNS = (
+    "Layer path",
+    "Class",
+    "Frozen",
+    "Weights relative change",
+    "Weights max abs change",
+    "State relative change",
+    "State max abs change",
+    "Unchanged (weights and state)",
+    "Parameters",
+)
+
+_RELATIVE_AXIS_TITLE = {
+    WEIGHTS_KIND: "Relative change ‖W<sub>t</sub> − W<sub>0</sub>‖ / ‖W<sub>0</sub>‖",
+    STATE_KIND: "Relative change of the moving statistics",
+}
+_KIND_WORDS = {WEIGHTS_KIND: "weights", STATE_KIND: "non-trainable state"}
+
+
+# ----------------------------------------------------------------------------- input checks
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"`kind` must be one of {list(KINDS)}, received {kind!r}.")
+
+
+def _check_drift(drift: pd.DataFrame | None) -> pd.DataFrame:
+    """Returns `drift` (an empty frame for None) after checking it is a drift frame."""
+    if drift is None:
+        return pd.DataFrame(columns=list(REQUIRED_DRIFT_COLUMNS))
+    if not isinstance(drift, pd.DataFrame):
+        raise TypeError(
+            "`drift` must be a pandas DataFrame as returned by `DriftRecorder.frame()`, "
+            f"received {type(drift).__name__}."
+        )
+    missing = [column for column in REQUIRED_DRIFT_COLUMNS if column not in drift.columns]
+    if missing and not drift.empty:
+        raise ValueError(
+            f"The drift frame lacks the columns {missing}; expected the columns of "
+            f"`DriftRecorder.frame()`: {list(REQUIRED_DRIFT_COLUMNS)}."
+        )
+    if missing:
+        return pd.DataFrame(columns=list(REQUIRED_DRIFT_COLUMNS))
+    return drift
+
+
+def _check_layer_order(layer_order: Sequence[str] | None) -> list[str] | None:
+    if layer_order is None:
+        return None
+    if isinstance(layer_order, str) or not all(isinstance(p, str) for p in layer_order):
+        raise TypeError(
+            "`layer_order` must be a list of layer paths (strings) in model order, e.g. "
+            f"`LayerTree(model).paths()`, received {layer_order!r:.200}."
+        )
+    return list(layer_order)
+
+
+# ---------------------------------------------------------------------------------- helpers
+def _ordered_paths(paths: Sequence[str], layer_order: list[str] | None) -> list[str]:
+    """Orders `paths` as `layer_order` does; paths it does not name follow in their own order."""
+    unique = list(dict.fromkeys(paths))
+    if layer_order is None:
+        return unique
+    present = set(unique)
+    ordered = [path for path in dict.fromkeys(layer_order) if path in present]
+    listed = set(ordered)
+    return ordered + [path for path in unique if path not in listed]
+
+
+def _frozen_by_path(rows: pd.DataFrame) -> dict[str, bool]:
+    """Maps each layer path to whether it was frozen at every recorded step."""
+    if rows.empty:
+        return {}
+    frozen = rows.groupby("layer_path", sort=False)["frozen"].all()
+    return {str(path): bool(value) for path, value in frozen.items()}
+
+
+def _display_paths(paths: Sequence[str]) -> dict[str, str]:
+    """Maps paths to shorter display names: the top model's name is dropped when all share it."""
+    roots = {path.split("/", 1)[0] for path in paths}
+    if len(roots) == 1 and all("/" in path for path in paths):
+        return {path: path.split("/", 1)[1] for path in paths}
+    return {path: path for path in paths}
+
+
+def final_drift_table(
+    drift: pd.DataFrame | None, layer_order: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """Summarises the drift at the last recorded step, one row per layer, for display.
+
+    Args:
+        drift: The drift frame of `DriftRecorder.frame()`.
+        layer_order: Layer paths in model order; None keeps the frame's order.
+
+    Returns:
+        A DataFrame with the columns of `TABLE_COLUMNS`: "Layer path", "Class", "Frozen" (frozen
+        at every recorded step), "Weights relative change", "Weights max abs change", "State
+        relative change", "State max abs change" (NaN for a layer without that kind),
+        "Unchanged (weights and state)" (bitwise equal to the start, every kind it holds) and
+        "Parameters" (weights and state together); rows in model order.
+
+    Example:
+    >>> final_drift_table(recorder.frame(), layer_order=tree.paths()).iloc[0]["Layer path"]
+    'transfer_model/feature_extractor/conv_1'
+    """
+    drift = _check_drift(drift)
+    order = _check_layer_order(layer_order)
+    if drift.empty:
+        return pd.DataFrame(columns=list(TABLE_COLUMNS))
+    paths = _ordered_paths(drift["layer_path"].tolist(), order)
+    frozen = _frozen_by_path(drift)
+    last = (
+        drift.sort_values("step", kind="stable").groupby(["layer_path", "kind"], sort=False).tail(1)
+    )
+    by_kind = {kind: last[last["kind"] == kind].set_index("layer_path") for kind in KINDS}
+    records = []
+    for path in paths:
+        layer_rows = last[last["layer_path"] == path]
+        record = {
+            "Layer path": path,
+            "Class": str(layer_rows["class_name"].iloc[0]),
+            "Frozen": frozen[path],
+        }
+        for kind, word in ((WEIGHTS_KIND, "Weights"), (STATE_KIND, "State")):
+            frame = by_kind[kind]
+            present = path in frame.index
+            record[f"{word} relative change"] = (
+                float(frame.at[path, "relative_change"]) if present else math.nan
+            )
+            record[f"{word} max abs change"] = (
+                float(frame.at[path, "max_abs_change"]) if present else math.nan
+            )
+        record["Unchanged (weights and state)"] = bool(layer_rows["unchanged"].all())
+        record["Parameters"] = int(layer_rows["num_params"].sum())
+        records.append(record)
+    table = pd.DataFrame.from_records(records, columns=list(TABLE_COLUMNS))
+    return table.astype({"Frozen": bool, "Unchanged (weights and state)": bool, "Parameters": int})
