@@ -17,7 +17,7 @@ if warming is not None:
     warming.info("❄ FreezeLab is warming up TensorFlow and Keras (first visit after a start)...")
 
 from components import actions, state  # noqa: E402  (the page shell shows first)
-from components.common import render_totals  # noqa: E402
+from components.common import live_or_static, render_totals, rerun_when_ended  # noqa: E402
 from components.compare_step import render_comparison  # noqa: E402
 from components.data_step import render_data_step  # noqa: E402
 from components.drift_step import render_drift  # noqa: E402
@@ -28,11 +28,7 @@ from components.lessons import render_lessons  # noqa: E402
 from components.model_step import render_model_step  # noqa: E402
 from components.pitfall_lab import render_pitfall_lab  # noqa: E402
 from components.runtime import keep_keras_session  # noqa: E402
-from components.train_step import (  # noqa: E402
-    render_all_frozen_warning,
-    render_run,
-    render_training_controls,
-)
+from components.train_step import RunPanelSummary, render_run, render_run_panel  # noqa: E402
 from models.applications import APPLICATION_ENTRIES  # noqa: E402
 from models.datasets import BUNDLED_DATASETS  # noqa: E402
 from models.keras_datasets import KERAS_DATASETS  # noqa: E402
@@ -53,51 +49,26 @@ TAB_LABELS = ("1 · Model", "2 · Freeze", "3 · Data", actions.TRAIN_TAB, "5 ·
 DATASET_TITLES = {key: title for key, (title, _) in BUNDLED_DATASETS.items()}
 
 
-def live_or_static(function, live: bool, every: float = REFRESH_SECONDS) -> None:
-    """Runs `function` as an auto-refreshing fragment while training, else once."""
-    if live:
-        st.fragment(run_every=every)(function)()
-    else:
-        function()
-
-
-def rerun_when_run_ends(workspace: Workspace) -> None:
-    """From a fragment: one full rerun when the latest run has just ended."""
-    run = workspace.latest_run
-    if run.job.progress().done and state.get(state.ENDED_RUN_SHOWN) != run.run_id:
-        state.put(state.ENDED_RUN_SHOWN, run.run_id)
-        st.rerun()
-
-
 def sidebar(workspace: Workspace, training: bool) -> None:
     """The run panel: what is loaded, live counts, the training controls and their outcome."""
-    link = actions.preset()
-    with st.sidebar:
-        st.title("❄ FreezeLab")
-        st.caption("Freeze layers, train, and see which weights moved.")
-        totals = workspace.tree.totals()
-        st.markdown(
-            f"**Model** {state.escape_markdown(workspace.template.title)}  \n"
-            f"**Data** {state.escape_markdown(workspace.dataset.title)}  \n"
-            f"**Trainable** {totals.trainable:,} of {totals.total:,} parameters "
-            f"({totals.trainable_fraction:.1%})"
-        )
-        st.subheader("4 · Train")
-        intent = render_training_controls(
-            actions.training_defaults(),
-            training=training,
-            show_settings=not link.hides("settings"),
-            validation_fraction=state.setting(
-                "validation_fraction", actions.training_defaults().validation_fraction
-            ),
-        )
-        choice = None
-        if state.get(state.ALL_FROZEN_WARNING) and not training:
-            choice = render_all_frozen_warning(workspace.base_path.rsplit("/", 1)[-1])
-    state.put(state.CHOSEN_CONFIG, intent.config)
+    defaults = actions.training_defaults()
+    panel = render_run_panel(
+        RunPanelSummary(
+            workspace.template.title,
+            workspace.dataset.title,
+            workspace.base_path.rsplit("/", 1)[-1],
+            workspace.tree.totals(),
+        ),
+        defaults,
+        training=training,
+        validation_fraction=state.setting("validation_fraction", defaults.validation_fraction),
+        show_settings=not actions.preset().hides("settings"),
+        all_frozen_warning=bool(state.get(state.ALL_FROZEN_WARNING)),
+    )
+    state.put(state.CHOSEN_CONFIG, panel.train.config)
     warned = bool(state.get(state.ALL_FROZEN_WARNING))
-    started = actions.handle_training(workspace, intent, choice)
-    if started or choice or bool(state.get(state.ALL_FROZEN_WARNING)) != warned:
+    started = actions.handle_training(workspace, panel.train, panel.all_frozen_choice)
+    if started or panel.all_frozen_choice or bool(state.get(state.ALL_FROZEN_WARNING)) != warned:
         st.rerun()  # show the live run, or the warning's new state
 
 
@@ -165,10 +136,11 @@ def train_tab(workspace: Workspace, training: bool) -> None:
         return
 
     def view() -> None:
-        render_run(RunSnapshot.of(workspace.latest_run, include_drift=False))
-        rerun_when_run_ends(workspace)
+        snapshot = RunSnapshot.of(workspace.latest_run, include_drift=False)
+        render_run(snapshot)
+        rerun_when_ended(snapshot.run_id, snapshot.done)
 
-    live_or_static(view, training)
+    live_or_static(view, training, every=REFRESH_SECONDS)
 
 
 def drift_tab(workspace: Workspace, training: bool) -> None:

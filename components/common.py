@@ -1,11 +1,13 @@
-"""Small pieces every step panel shares: counts, durations, the totals row, download progress."""
+"""Small pieces the step panels share: counts, durations, totals, downloads, live redraws."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
 
+from components import state
 from models.download import ProgressCallback, progress_text
 from models.tree import ParameterCounts
 
@@ -51,3 +53,29 @@ def format_seconds(seconds: float | None) -> str:
         return "—"
     minutes, rest = divmod(round(seconds), 60)
     return f"{minutes}:{rest:02d}" if minutes else f"{rest} s"
+
+
+def live_or_static(draw: Callable[[], None], live: bool, every: float) -> None:
+    """Draws once, or, while a run trains, as a fragment that redraws itself every `every` s.
+
+    Args:
+        draw: What to draw (it reads the run anew each time).
+        live: Whether a run trains now.
+        every: Seconds between redraws while live.
+    """
+    if live:
+        st.fragment(run_every=every)(draw)()
+    else:
+        draw()
+
+
+def rerun_when_ended(run_id: int, done: bool) -> None:
+    """From a live fragment: one full rerun of the page when the run has just ended.
+
+    Args:
+        run_id: The run shown.
+        done: Whether it has ended.
+    """
+    if done and state.get(state.ENDED_RUN_SHOWN) != run_id:
+        state.put(state.ENDED_RUN_SHOWN, run_id)
+        st.rerun()

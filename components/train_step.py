@@ -23,7 +23,7 @@ from models.limits import (
 from models.schedule import gradual_schedule, two_phase_schedule
 from models.snapshot import RunSnapshot
 from models.training import OPTIMIZERS, JobState, TrainingConfig, TrainingProgress
-from models.tree import format_paths
+from models.tree import ParameterCounts, format_paths
 
 LEARNING_RATES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 BATCH_SIZES = (8, 16, 32, 64, 128)
@@ -67,9 +67,7 @@ def render_training_controls(
         A `TrainIntent`.
     """
     if show_settings:
-        epochs = st.number_input(
-            "Epochs", *EPOCHS_RANGE, value=defaults.epochs, disabled=training
-        )
+        epochs = st.number_input("Epochs", *EPOCHS_RANGE, value=defaults.epochs, disabled=training)
         rates = sorted({*LEARNING_RATES, defaults.learning_rate})
         learning_rate = st.select_slider(
             "Learning rate",
@@ -267,3 +265,71 @@ def render_run(run: RunSnapshot) -> None:
     if run.verification is not None:
         render_verification(run.verification)
         st.caption("Every layer's drift and the full proof: step **5 · Drift**.")
+
+
+@dataclass(frozen=True)
+class RunPanelIntent:
+    """What the user asked in the sidebar's run panel.
+
+    Attributes:
+        train: The training controls' intent (settings, Start, Stop, schedule).
+        all_frozen_choice: "fix" or "dismiss" from the all-frozen warning, or None.
+    """
+
+    train: TrainIntent
+    all_frozen_choice: str | None = None
+
+
+def render_run_panel(
+    summary: RunPanelSummary,
+    defaults: TrainingConfig,
+    *,
+    training: bool,
+    validation_fraction: float,
+    show_settings: bool,
+    all_frozen_warning: bool,
+) -> RunPanelIntent:
+    """Draws the sidebar: what is loaded, the live parameter counts and the training controls.
+
+    Args:
+        summary: The model, data and counts to show.
+        defaults: Settings to show first.
+        training: Whether a run is in progress.
+        validation_fraction: From the data step.
+        show_settings: False when an instructor's link hides the settings.
+        all_frozen_warning: Whether Train was pressed with nothing trainable.
+
+    Returns:
+        A `RunPanelIntent`.
+    """
+    with st.sidebar:
+        st.title("❄ FreezeLab")
+        st.caption("Freeze layers, train, and see which weights moved.")
+        totals = summary.counts
+        st.markdown(
+            f"**Model** {escape_markdown(summary.model_title)}  \n"
+            f"**Data** {escape_markdown(summary.dataset_title)}  \n"
+            f"**Trainable** {format_count(totals.trainable)} of {format_count(totals.total)} "
+            f"parameters ({totals.trainable_fraction:.1%})"
+        )
+        st.subheader("4 · Train")
+        intent = render_training_controls(
+            defaults,
+            training=training,
+            show_settings=show_settings,
+            validation_fraction=validation_fraction,
+        )
+        choice = None
+        if all_frozen_warning and not training:
+            choice = render_all_frozen_warning(summary.base_name)
+    return RunPanelIntent(intent, choice)
+
+
+@dataclass(frozen=True)
+class RunPanelSummary:
+    """What the run panel shows of the session: model, data, base and live counts."""
+
+    model_title: str
+    dataset_title: str
+    base_name: str
+    counts: ParameterCounts
