@@ -11,22 +11,12 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-WEIGHTS_KIND = "weights"
-STATE_KIND = "state"
+from models.drift import DRIFT_COLUMNS
+from models.tree import STATE_KIND, WEIGHTS_KIND
+
 KINDS = (WEIGHTS_KIND, STATE_KIND)
-REQUIRED_DRIFT_COLUMNS = (
-    "step",
-    "epoch",
-    "layer_path",
-    "layer_name",
-    "class_name",
-    "kind",
-    "relative_change",
-    "max_abs_change",
-    "unchanged",
-    "frozen",
-    "num_params",
-)
+# The drift records' columns, as the core writes them (one owner: models.drift).
+REQUIRED_DRIFT_COLUMNS = DRIFT_COLUMNS
 TABLE_COLUMNS = (
     "Layer path",
     "Class",
