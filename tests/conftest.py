@@ -39,3 +39,45 @@ def _fixed_seed():
     """Every test starts from the same random state."""
     keras.utils.set_random_seed(1234)
     yield
+
+
+# Templates and datasets the export tests share (read-only: instantiate() copies the config).
+@pytest.fixture(scope="module")
+def bundled():
+    from models.catalogue import bundled_template
+
+    return bundled_template()
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from models.datasets import load_bundled_dataset
+
+    return load_bundled_dataset("digits_5_9")
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    from models.datasets import load_bundled_dataset
+
+    return load_bundled_dataset("shapes")
+
+
+@pytest.fixture(scope="module")
+def mobilenet():
+    """A small keras.applications template (random weights: offline)."""
+    from models.catalogue import load_template
+
+    return load_template("mobilenet_v2_035", input_size=32, pretrained=False)
+
+
+@pytest.fixture
+def local_server(offline_keras_home, monkeypatch):
+    """A local HTTP server (tests/test_download.py): downloads reach it, and nothing else."""
+    import urllib.request
+
+    from tests.test_download import running_server
+
+    monkeypatch.setattr("models.download.urlopen", urllib.request.urlopen)
+    with running_server() as server:
+        yield server

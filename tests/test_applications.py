@@ -7,8 +7,6 @@ import dataclasses
 import hashlib
 import shutil
 import time
-import urllib.error
-import urllib.request
 import warnings
 
 import keras
@@ -42,26 +40,7 @@ from models.template import ModelTemplate
 from models.transfer import build_transfer_model
 from models.tree import LayerTree
 from models.workspace import Workspace
-from tests.test_download import cache_listing, running_server
-
-
-def _no_network(*args, **kwargs):
-    raise urllib.error.URLError("network disabled in tests")
-
-
-@pytest.fixture(autouse=True)
-def _offline_downloads(monkeypatch):
-    """FreezeLab's own downloader meets a blocked network too (see models.download)."""
-    monkeypatch.setattr(models.download, "urlopen", _no_network)
-
-
-@pytest.fixture
-def local_server(monkeypatch):
-    """A local HTTP server (tests/test_download.py); downloads reach it, nothing else."""
-    monkeypatch.setattr(models.download, "urlopen", urllib.request.urlopen)
-    with running_server() as server:
-        yield server
-
+from tests.test_download import cache_listing
 
 pytestmark = pytest.mark.usefixtures("offline_keras_home")
 

@@ -1,14 +1,10 @@
 """Tests for models/export/config_json.py: the run config JSON, written and read back."""
 
-import copy
-import dataclasses
 import datetime
 import json
 
 import pytest
 
-from models.catalogue import bundled_template, load_template
-from models.datasets import load_bundled_dataset
 from models.export.config_json import (
     RunConfig,
     parse_run_config,
@@ -20,28 +16,6 @@ from models.training import TrainingConfig
 from models.workspace import Workspace
 
 BASE = "transfer_model/feature_extractor"
-
-
-@pytest.fixture(scope="module")
-def bundled():
-    return bundled_template()
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_bundled_dataset("digits_5_9")
-
-
-@pytest.fixture(scope="module")
-def mobilenet_template():
-    return load_template("mobilenet_v2_035", input_size=32, pretrained=False)
-
-
-@pytest.fixture
-def mobilenet(mobilenet_template):
-    # A private copy of the config: Keras's Functional.from_config empties the dict it gets,
-    # so ModelTemplate.instantiate() works once per template (reported to the lead).
-    return dataclasses.replace(mobilenet_template, config=copy.deepcopy(mobilenet_template.config))
 
 
 def _config(bundled, **overrides) -> dict:

@@ -7,8 +7,6 @@ import pandas as pd
 import pytest
 
 from models.bundled import BUNDLED_MODEL_PATH
-from models.catalogue import bundled_template, load_template
-from models.datasets import load_bundled_dataset
 from models.export.files import (
     base_model_file,
     download_file_name,
@@ -18,32 +16,17 @@ from models.export.files import (
 from models.workspace import Workspace
 
 
-@pytest.fixture(scope="module")
-def bundled():
-    return bundled_template()
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_bundled_dataset("digits_5_9")
-
-
-@pytest.fixture(scope="module")
-def mobilenet_template():
-    return load_template("mobilenet_v2_035", input_size=32, pretrained=False)
-
-
 def _counts(model: keras.Model) -> tuple[int, int]:
     trainable = sum(math.prod(weight.shape) for weight in model.trainable_weights)
     frozen = sum(math.prod(weight.shape) for weight in model.non_trainable_weights)
     return trainable, frozen
 
 
-def test_base_model_file_offers_the_bundled_model_only(bundled, mobilenet_template):
+def test_base_model_file_offers_the_bundled_model_only(bundled, mobilenet):
     file = base_model_file(bundled)
     assert file == BUNDLED_MODEL_PATH and file.name == "bundled_digits_cnn.keras"
     assert file.read_bytes()[:2] == b"PK"
-    assert base_model_file(mobilenet_template) is None
+    assert base_model_file(mobilenet) is None
     with pytest.raises(TypeError, match="ModelTemplate"):
         base_model_file("bundled_digits_cnn")
 

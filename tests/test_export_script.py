@@ -1,8 +1,6 @@
 """Tests for models/export/script.py and base_code.py: the generated Keras script."""
 
 import ast
-import copy
-import dataclasses
 import math
 import os
 import subprocess
@@ -14,8 +12,7 @@ import numpy as np
 import pytest
 
 from models.bundled import BUNDLED_MODEL_PATH
-from models.catalogue import bundled_template, load_template
-from models.datasets import load_bundled_dataset
+from models.catalogue import bundled_template
 from models.dense_base import dense_base_template
 from models.export.files import BASE_MODEL_BUTTON, base_model_file
 from models.export.plan_code import freeze_statements
@@ -29,33 +26,6 @@ from models.workspace import Workspace
 
 BASE = "transfer_model/feature_extractor"
 REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def bundled():
-    return bundled_template()
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_bundled_dataset("digits_5_9")
-
-
-@pytest.fixture(scope="module")
-def shapes():
-    return load_bundled_dataset("shapes")
-
-
-@pytest.fixture(scope="module")
-def mobilenet_template():
-    return load_template("mobilenet_v2_035", input_size=32, pretrained=False)
-
-
-@pytest.fixture
-def mobilenet(mobilenet_template):
-    # A private copy of the config: Keras's Functional.from_config empties the dict it gets,
-    # so ModelTemplate.instantiate() works once per template (reported to the lead).
-    return dataclasses.replace(mobilenet_template, config=copy.deepcopy(mobilenet_template.config))
 
 
 def _counts(model: keras.Model) -> tuple[int, int]:

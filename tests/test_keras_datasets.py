@@ -9,8 +9,6 @@ import pickle
 import posixpath
 import tarfile
 import time
-import urllib.error
-import urllib.request
 
 import numpy as np
 import pytest
@@ -25,26 +23,7 @@ from models.keras_datasets import (
     keras_dataset_folder,
     load_keras_dataset,
 )
-from tests.test_download import cache_listing, running_server
-
-
-def _no_network(*args, **kwargs):
-    raise urllib.error.URLError("network disabled in tests")
-
-
-@pytest.fixture(autouse=True)
-def _offline_downloads(monkeypatch):
-    """FreezeLab's own downloader meets a blocked network too (see models.download)."""
-    monkeypatch.setattr(models.download, "urlopen", _no_network)
-
-
-@pytest.fixture
-def local_server(monkeypatch):
-    """A local HTTP server (tests/test_download.py); downloads reach it, nothing else."""
-    monkeypatch.setattr(models.download, "urlopen", urllib.request.urlopen)
-    with running_server() as server:
-        yield server
-
+from tests.test_download import cache_listing
 
 pytestmark = pytest.mark.usefixtures("offline_keras_home")
 
