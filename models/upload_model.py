@@ -487,4 +487,3 @@ def uploaded_template(model: keras.Model, cut_layer: str, filename: str) -> Mode
         ),
         pretrained=True,
     )
-
