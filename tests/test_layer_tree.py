@@ -18,10 +18,12 @@ How AppTest drives this Custom Components v2 component (checked with Streamlit 1
 """
 
 import json
+import math
 import re
 from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.util import patch_config_options
@@ -269,3 +271,23 @@ def test_assets_load_nothing_from_the_network():
     for name in ("tree.html", "tree.css", "tree.js"):
         text = (ASSETS / name).read_text(encoding="utf-8")
         assert not re.search(r"https?://|@import|url\(|fetch\(|import\s*\(", text), name
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_payload_own_counts_sum_to_keras_totals_for_random_plans(seed):
+    """The browser sums own counts into the totals on a click; the data must allow it."""
+    model = small_nested_model()
+    tree = LayerTree(model)
+    generator = np.random.default_rng(seed)
+    paths = tree.paths()
+    tree.apply_frozen_paths({p for p in paths if generator.random() < 0.4})
+    nodes = tree_payload(tree.nodes())["nodes"]
+    root_trainable = nodes[0]["trainable"]
+    trainable = sum(
+        n["own_params"] - n["own_state_params"]
+        for n in nodes
+        if n["trainable"] and root_trainable
+    )
+    total = sum(n["own_params"] for n in nodes)
+    assert trainable == sum(math.prod(w.shape) for w in model.trainable_weights)
+    assert total - trainable == sum(math.prod(w.shape) for w in model.non_trainable_weights)

@@ -52,7 +52,9 @@ def tree_payload(nodes: list[LayerNode]) -> dict[str, Any]:
         `{"root": <top model path or None>, "nodes": [<node dict>, ...]}`. Each node dict holds
         `path`, `name`, `class_name`, `depth`, `parent` (index or None), `num_children`,
         `trainable` (own flag), `effectively_trainable`, `ancestor_frozen`, `trainable_params`,
-        `non_trainable_params` (subtree), `is_batch_norm`, `is_model` and `is_shared`; only
+        `non_trainable_params` (subtree), `own_params` and `own_state_params` (the layer's own
+        variables, each counted once, and those that never train: the browser sums them into
+        the model's totals on a click), `is_batch_norm`, `is_model` and `is_shared`; only
         str, int, bool and None values, so `json.dumps` accepts it.
 
     Raises:
@@ -88,6 +90,8 @@ def tree_payload(nodes: list[LayerNode]) -> dict[str, Any]:
                 "ancestor_frozen": bool(node.ancestor_frozen),
                 "trainable_params": int(node.trainable_params),
                 "non_trainable_params": int(node.non_trainable_params),
+                "own_params": int(node.own_params),
+                "own_state_params": int(node.own_state_params),
                 "is_batch_norm": bool(node.is_batch_norm),
                 "is_model": bool(node.is_model),
                 "is_shared": bool(node.is_shared),

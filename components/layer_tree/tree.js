@@ -322,7 +322,27 @@ function update(controller) {
   controller.noMatch.hidden = !(searching && shown === 0);
   const frozenCount = model.frozen.filter(Boolean).length;
   const total = model.nodes.length;
-  controller.summary.textContent = `${total} layers, ${frozenCount} frozen`;
+  const counts = totals(model, flags);
+  controller.summary.textContent =
+    `${total} layers, ${frozenCount} frozen · ${counts.trainable.toLocaleString("en-US")} of ` +
+    `${counts.total.toLocaleString("en-US")} parameters trainable`;
+  controller.summary.dataset.trainable = String(counts.trainable);
+  controller.summary.dataset.nonTrainable = String(counts.total - counts.trainable);
+}
+
+// The model's totals for the (possibly just clicked) flags, as Keras counts them: a variable
+// trains when its own layer's flag and the top model's flag are both True; moving statistics
+// never do. Each variable belongs to one node (shared ones to the first), so nothing counts
+// twice. The server's exact totals replace these after the rerun, and a test checks they agree.
+function totals(model, flags) {
+  let trainable = 0;
+  let total = 0;
+  model.nodes.forEach((node, i) => {
+    const own = Number(node.own_params) || 0;
+    total += own;
+    if (flags[i].effective) trainable += own - (Number(node.own_state_params) || 0);
+  });
+  return { trainable, total };
 }
 
 function hasVisibleChild(model, visible, i) {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import re
 import time
 import zipfile
@@ -247,3 +248,53 @@ def test_efficientnet_tree_click_updates_totals_quickly(page: Page, app_url, art
     )
     print(f"EfficientNetB0 ({nodes} nodes): click-to-update {elapsed_ms:.0f} ms")
     assert nodes > 240
+    # Instant feedback: the tree sums the totals in the browser on each click, before the
+    # rerun; they must equal Keras's own counts for the plan the boxes show (issue 12).
+    check_random_clicks_against_keras(page, base)
+
+
+def _tree_state(page: Page) -> tuple[frozenset[str], int, int]:
+    """The plan the boxes show and the totals the tree computed in the browser."""
+    boxes = page.locator("input[type=checkbox][data-path]").evaluate_all(
+        "boxes => boxes.map(b => [b.getAttribute('data-path'), b.checked])"
+    )
+    summary = page.locator(".fl-summary")
+    return (
+        frozenset(path for path, checked in boxes if checked),
+        int(summary.get_attribute("data-trainable")),
+        int(summary.get_attribute("data-non-trainable")),
+    )
+
+
+def check_random_clicks_against_keras(page: Page, base: str) -> None:
+    """Clicks the base, a block under it and random nodes; after each click the browser's
+    totals equal Keras's counts for the plan the boxes show, and so do the server's."""
+    import random
+
+    from models.application_entries import APPLICATION_ENTRIES
+    from models.catalogue import load_template
+    from models.datasets import DEFAULT_DATASET, load_bundled_dataset
+    from models.workspace import Workspace
+
+    size = APPLICATION_ENTRIES["efficientnet_b0"].default_input_size
+    workspace = Workspace(
+        load_template("efficientnet_b0", input_size=size, pretrained=False),
+        load_bundled_dataset(DEFAULT_DATASET),
+    )
+    paths = [p for p in workspace.tree.paths() if p.count("/") >= 2]
+    top_block = next(p for p in paths if p.rsplit("/", 1)[-1].startswith("block1a_"))
+    generator = random.Random(3)
+    # A parent frozen, then a child set back to trainable under it ("still trains" badge).
+    clicks = [base.rsplit("/", 1)[0], top_block, *generator.sample(paths, 6)]
+    for path in clicks:
+        checkbox(page, path).click()
+        plan, trainable, non_trainable = _tree_state(page)  # the same frame, before a rerun
+        workspace.apply_plan(plan)
+        keras_trainable, keras_non_trainable = (
+            sum(math.prod(w.shape) for w in workspace.model.trainable_weights),
+            sum(math.prod(w.shape) for w in workspace.model.non_trainable_weights),
+        )
+        assert (trainable, non_trainable) == (keras_trainable, keras_non_trainable), path
+        wait_for_app(page)
+        server = metric(page, "Trainable params").inner_text().replace(",", "")
+        assert int(server) == keras_trainable == workspace.tree.totals().trainable
