@@ -17,7 +17,7 @@ from dataclasses import replace
 import streamlit as st
 
 from components import state
-from components.common import download_progress
+from components.common import count_progress, download_progress
 from components.data_step import DataRequest
 from components.layer_tree import frozen_plan_from_state
 from components.model_step import ModelRequest, UploadedModelInfo
@@ -252,10 +252,12 @@ def handle_model_request(workspace: Workspace, request: ModelRequest) -> None:
         elif request.kind in ("application", "application_random"):
             _load_application(workspace, request)
         elif request.kind == "upload":
-            _read_upload(request)
+            with st.spinner("Checking and loading the model file (safe mode)..."):
+                _read_upload(request)
         elif request.kind == "cut":
             filename, model = state.get(state.UPLOADED_MODEL)
-            workspace.set_template(uploaded_template(model, request.cut_layer, filename))
+            with st.spinner("Building the base model from your file..."):
+                workspace.set_template(uploaded_template(model, request.cut_layer, filename))
         elif request.kind == "reset":
             workspace.reset_weights()
     except FAILURES as error:
@@ -305,12 +307,16 @@ def handle_data_request(workspace: Workspace, request: DataRequest) -> None:
             notes = []
         elif request.kind == "zip":
             dataset, notes = load_image_zip(
-                request.data, image_size=request.image_size, filename=request.filename
+                request.data,
+                image_size=request.image_size,
+                filename=request.filename,
+                on_progress=count_progress("images"),
             )
         else:
-            dataset, notes = load_csv_dataset(
-                request.data, request.label_column, filename=request.filename
-            )
+            with st.spinner("Reading the table and checking every column..."):
+                dataset, notes = load_csv_dataset(
+                    request.data, request.label_column, filename=request.filename
+                )
         state.put(state.DATA_NOTES, [*notes, *_use_dataset(workspace, dataset)])
     except FAILURES as error:
         state.notify(str(error), "error", place="data")

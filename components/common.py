@@ -55,6 +55,29 @@ def format_seconds(seconds: float | None) -> str:
     return f"{minutes}:{rest:02d}" if minutes else f"{rest} s"
 
 
+def count_progress(what: str) -> Callable[[int, int], None]:
+    """A callback that shows a progress bar for counted work, e.g. images read from a zip.
+
+    Args:
+        what: The things counted, e.g. "images".
+
+    Returns:
+        `on_progress(done, total)`; nothing is drawn until it is first called.
+
+    Example:
+    >>> load_image_zip(data, on_progress=count_progress("images"))
+    """
+    bar: list[Any] = []
+
+    def on_progress(done: int, total: int) -> None:
+        text = f"Reading {what}: {format_count(done)} of {format_count(total)}"
+        if not bar:
+            bar.append(st.progress(0.0, text=text))
+        bar[0].progress(min(done / total, 1.0) if total else 0.0, text=text)
+
+    return on_progress
+
+
 def live_or_static(draw: Callable[[], None], live: bool, every: float) -> None:
     """Draws once, or, while a run trains, as a fragment that redraws itself every `every` s.
 

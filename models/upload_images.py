@@ -8,6 +8,7 @@ import stat
 import warnings
 import zipfile
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from numbers import Real
 
@@ -21,6 +22,7 @@ from models.validation import check_whole_number
 DEFAULT_MAX_ZIP_FILES = 10_000
 DEFAULT_MAX_ZIP_TOTAL_BYTES = 256 * 1024 * 1024
 DEFAULT_MAX_ZIP_RATIO = 100.0
+PROGRESS_REPORTS = 50  # progress calls while decoding a zip's images, about
 # Entries smaller than this are never called a zip bomb, whatever their ratio (tiny files of
 # one colour compress very well).
 RATIO_CHECK_MIN_BYTES = 1024 * 1024
@@ -285,12 +287,16 @@ def _read_images(
     image_size: int,
     max_total_bytes: int,
     notes_out: list[str],
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[np.ndarray], list[str]]:
     """`(images, class_of_image)` of the decodable images; refuses more than the byte limit."""
     images: list[np.ndarray] = []
     class_of_image: list[str] = []
     bytes_read = 0
-    for member in members:
+    every = max(1, -(-len(members) // PROGRESS_REPORTS))  # ceiling: at most that many calls
+    for index, member in enumerate(members):
+        if on_progress is not None and index % every == 0:
+            on_progress(index, len(members))
         note = _not_an_image_note(member.display_path)
         if note is not None:
             notes_out.append(note)
@@ -310,6 +316,8 @@ def _read_images(
             continue
         images.append(image)
         class_of_image.append(member.class_name)
+    if on_progress is not None:
+        on_progress(len(members), len(members))
     return images, class_of_image
 
 
@@ -384,6 +392,7 @@ def load_image_zip(
     max_total_bytes: int = DEFAULT_MAX_ZIP_TOTAL_BYTES,
     max_ratio: float = DEFAULT_MAX_ZIP_RATIO,
     filename: str = "images.zip",
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> tuple[ImageDataset, list[str]]:
     """Reads a zip of class folders (`class_name/*.png|jpg`) into an `ImageDataset`.
 
@@ -407,6 +416,8 @@ def load_image_zip(
         max_total_bytes: Most uncompressed bytes, declared and read.
         max_ratio: Largest expansion ratio of an entry of 1 MiB or more.
         filename: The upload's name, for titles.
+        on_progress: Called as `on_progress(files_read, files_total)` about
+            `PROGRESS_REPORTS` times while images are decoded (a page shows a progress bar).
 
     Returns:
         `(dataset, warnings)`: the `ImageDataset` and human-readable notes about skipped or
@@ -440,6 +451,7 @@ def load_image_zip(
             image_size=image_size,
             max_total_bytes=max_total_bytes,
             notes_out=notes,
+            on_progress=on_progress,
         )
 
     class_names, counts = _classes_with_images(members, class_of_image, notes)

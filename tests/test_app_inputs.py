@@ -276,3 +276,17 @@ def test_download_progress_shows_a_bar_only_once_bytes_arrive():
     assert not at.exception
     [bar] = at.get("progress")
     assert bar.proto.value == 25 and "500.0 kB of 2.0 MB" in bar.proto.text
+
+
+def test_reading_a_zip_shows_how_many_images_are_read():
+    def page():
+        from components.common import count_progress
+
+        report = count_progress("images")
+        report(0, 10_000)
+        report(2_500, 10_000)
+
+    at = AppTest.from_function(page).run()
+    assert not at.exception
+    [bar] = at.get("progress")
+    assert bar.proto.value == 25 and "2,500 of 10,000" in bar.proto.text

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.upload_images import load_image_zip
+from models.upload_images import PROGRESS_REPORTS, load_image_zip
 
 pytestmark = pytest.mark.usefixtures("offline_keras_home")
 
@@ -209,3 +209,16 @@ def test_bad_zip_arguments_are_explained():
         load_image_zip(make_zip({}), max_files=0)
     with pytest.raises(TypeError, match="received str"):
         load_image_zip("cats.zip")
+
+
+def test_reading_reports_progress_in_files_up_to_the_total():
+    entries = {f"{name}/{index}.png": png_bytes((index, 0, 0)) for name in ("a", "b")
+               for index in range(120)}  # fmt: skip
+    reports = []
+    dataset, _ = load_image_zip(
+        make_zip(entries), image_size=8, on_progress=lambda *report: reports.append(report)
+    )
+    assert dataset.num_samples == 240
+    assert reports[0] == (0, 240) and reports[-1] == (240, 240)
+    done = [files for files, _ in reports]
+    assert done == sorted(done) and len(reports) <= PROGRESS_REPORTS + 2
