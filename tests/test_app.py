@@ -257,3 +257,14 @@ def test_keep_my_plan_dismisses_the_all_frozen_warning(app):
     button(app, "▶ Train").click().run()
     button(app, "Keep my plan").click().run()
     assert not app.sidebar.warning and app.session_state["workspace"].latest_run is None
+
+
+def test_every_tab_of_the_router_draws_without_an_error(app):
+    from tests.app_helpers import TAB_KEY
+
+    labels = ("1 · Model", "2 · Freeze", "3 · Data", "4 · Train", "5 · Drift", "Compare runs",
+              "Export", "Pitfall lab", "Lessons")  # fmt: skip
+    for label in labels:
+        open_tab(app, label)
+        assert not app.exception and not app.error, label
+        assert app.session_state[TAB_KEY] == label
