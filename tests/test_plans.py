@@ -18,23 +18,11 @@ from models.presets import Preset, parse_query
 from models.schedule import PHASE_PLANS, Phase
 from models.tree import LayerTree
 from models.workspace import Workspace
+from tests.test_tree import small_nested_model
 
 BASE = "outer/inner"
 
 
-def nested_model() -> keras.Sequential:
-    inner = keras.Sequential(
-        [
-            keras.Input((4,)),
-            keras.layers.Dense(3, name="a"),
-            keras.layers.BatchNormalization(name="bn"),
-            keras.layers.Dense(3, name="b"),
-        ],
-        name="inner",
-    )
-    return keras.Sequential(
-        [keras.Input((4,)), inner, keras.layers.Dense(2, name="c")], name="outer"
-    )
 
 
 def keras_trainable(model: keras.Model) -> tuple[set[str], int]:
@@ -75,7 +63,7 @@ PLANS = [
 
 @pytest.mark.parametrize(("kind", "plan"), PLANS, ids=[kind for kind, _ in PLANS])
 def test_each_plan_sets_the_flags_keras_recipes_set(kind, plan):
-    ours, reference = nested_model(), nested_model()
+    ours, reference = small_nested_model(), small_nested_model()
     ours.get_layer("inner").get_layer("b").trainable = False  # a plan starts from any state
     if kind in ("batch_norm", "base"):  # these only freeze: start both from the same state
         reference.get_layer("inner").get_layer("b").trainable = False
@@ -86,7 +74,7 @@ def test_each_plan_sets_the_flags_keras_recipes_set(kind, plan):
 
 @pytest.mark.parametrize(("kind", "plan"), PLANS, ids=[kind for kind, _ in PLANS])
 def test_each_plan_is_its_layer_tree_call(kind, plan):
-    ours, reference = LayerTree(nested_model()), LayerTree(nested_model())
+    ours, reference = LayerTree(small_nested_model()), LayerTree(small_nested_model())
     plan.apply(ours, BASE)
     calls = {
         "none": reference.unfreeze_all,
@@ -101,8 +89,8 @@ def test_each_plan_is_its_layer_tree_call(kind, plan):
     assert ours.totals() == reference.totals()
 
 
-def test_keep_changes_nothing_and_the_base_defaults_to_the_largest_nested_model():
-    tree = LayerTree(nested_model())
+def test_keep_changes_nothing_and_the_base_defaults_to_the_largest_small_nested_model():
+    tree = LayerTree(small_nested_model())
     tree.set_frozen(f"{BASE}/a", True)
     before = tree.frozen_paths()
     FreezePlan(PlanKind.KEEP).apply(tree)
@@ -238,7 +226,7 @@ def test_links_do_not_take_keep():
 def test_schedule_phases_use_the_plans(plan, num_layers, expected):
     phase = Phase("x", plan, 1, 1e-3, num_layers)
     assert phase.freeze_plan == expected
-    ours, reference = LayerTree(nested_model()), LayerTree(nested_model())
+    ours, reference = LayerTree(small_nested_model()), LayerTree(small_nested_model())
     phase.apply(ours, BASE)
     expected.apply(reference, BASE)
     assert ours.frozen_paths() == reference.frozen_paths()
