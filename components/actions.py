@@ -32,7 +32,7 @@ from components.resources import (
 from components.train_step import TrainIntent
 from models.applications import APPLICATION_ENTRIES, WeightsUnavailableError
 from models.catalogue import DEFAULT_MODEL
-from models.datasets import DEFAULT_DATASET
+from models.datasets import DEFAULT_DATASET, ImageDataset
 from models.dense_base import dense_base_template
 from models.export import parse_run_config, plan_from_config, run_config
 from models.presets import Preset, parse_query, resolve_frozen_paths
@@ -48,7 +48,7 @@ from models.upload_model import (
     load_uploaded_model,
     uploaded_template,
 )
-from models.upload_tables import load_csv_dataset
+from models.upload_tables import TabularDataset, load_csv_dataset
 from models.workspace import Workspace
 
 LOGGER = logging.getLogger("freezelab")
@@ -322,7 +322,7 @@ def handle_data_request(workspace: Workspace, request: DataRequest) -> None:
         state.notify(str(error), "error", place="data")
 
 
-def _use_dataset(workspace: Workspace, dataset) -> list[str]:
+def _use_dataset(workspace: Workspace, dataset: ImageDataset | TabularDataset) -> list[str]:
     """Switches the workspace to `dataset`; returns notes on a base model that changed."""
     tabular_data = len(dataset.input_shape) == 1
     if tabular_data:

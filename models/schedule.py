@@ -23,6 +23,7 @@ from models.limits import (
     UNFREEZE_STEPS_RANGE,
 )
 from models.plans import FreezePlan
+from models.prefix_cache import ExecutionPlan
 from models.slots import TrainingSlots
 from models.training import TrainingJob
 from models.training_config import TrainingConfig
@@ -195,7 +196,7 @@ class ScheduledJob:
 
     # --------------------------------------------------------------------------- running
     @property
-    def execution_plan(self):
+    def execution_plan(self) -> ExecutionPlan | None:
         """The current (or last) phase's training path."""
         return self._jobs[-1].execution_plan if self._jobs else None
 
