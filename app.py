@@ -191,6 +191,7 @@ def main() -> None:
         st.info(link.message)
     state.show_notices()
     sidebar(workspace, training)
+    state.show_notices()  # what the run panel's actions just said (a run that could not start)
     # Lazy tabs: only the open tab's content runs, so a rerun costs one tab, not nine (30
     # people on one server), and a closed tab's live refresh does not run at all.
     tabs = st.tabs(TAB_LABELS, key=state.STEP_TAB, on_change="rerun")

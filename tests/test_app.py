@@ -268,3 +268,15 @@ def test_every_tab_of_the_router_draws_without_an_error(app):
         open_tab(app, label)
         assert not app.exception and not app.error, label
         assert app.session_state[TAB_KEY] == label
+
+
+def test_a_run_that_cannot_start_says_why_at_once(app, monkeypatch):
+    workspace = app.session_state["workspace"]
+
+    def refuse(*args, **kwargs):
+        raise ValueError("the data does not fit")
+
+    monkeypatch.setattr(workspace, "start_run", refuse)
+    button(app, "▶ Train").click().run()
+    assert not app.exception
+    assert any("Training could not start: the data does not fit" in e.value for e in app.error)
