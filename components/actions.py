@@ -35,6 +35,7 @@ from models.catalogue import DEFAULT_MODEL
 from models.datasets import DEFAULT_DATASET, ImageDataset
 from models.dense_base import dense_base_template
 from models.export import parse_run_config, plan_from_config, run_config
+from models.plans import FreezePlan, PlanKind
 from models.presets import Preset, parse_query, resolve_frozen_paths
 from models.run_store import SESSION_QUERY_PARAMETER, is_valid_session_id, new_session_id
 from models.snapshot import RunSnapshot
@@ -134,9 +135,9 @@ def _apply_link_choices(workspace: Workspace, link: Preset) -> list[str]:
     except FAILURES as error:
         notices.append(f"The link's dataset could not be used: {error}")
     try:
-        action = link.freeze_action()
-        if action is not None:
-            workspace.bulk_action(*action)
+        named = link.freeze_plan()
+        if named is not None:
+            workspace.bulk_action(named)
         else:
             plan, plan_notices = resolve_frozen_paths(link, workspace.tree)
             notices.extend(plan_notices)
@@ -391,8 +392,8 @@ def handle_training(
     if all_frozen_choice is not None:
         state.put(state.ALL_FROZEN_WARNING, False)
         if all_frozen_choice == "fix":
-            workspace.bulk_action("unfreeze_all")
-            workspace.bulk_action("freeze_base")
+            workspace.bulk_action(FreezePlan(PlanKind.NONE))
+            workspace.bulk_action(FreezePlan(PlanKind.BASE))
             start = True
     if workspace.tree.totals().trainable > 0:
         state.put(state.ALL_FROZEN_WARNING, False)

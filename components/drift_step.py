@@ -12,7 +12,7 @@ from components.figures import (
     state_drift_figure,
 )
 from models.drift import VerificationResult
-from models.export import drift_csv_bytes
+from models.export import download_file_name, drift_csv_bytes
 from models.snapshot import RunSnapshot, VerificationSummary
 
 MAX_LINE_LAYERS = 40
@@ -85,7 +85,7 @@ def render_drift(run: RunSnapshot) -> None:
     st.download_button(
         "Download drift CSV (every record)",
         drift_csv_bytes(drift),
-        file_name=f"freezelab_run{run.run_id}_drift.csv",
+        file_name=download_file_name("drift", run.run_id),
         mime="text/csv",
         key=f"{prefix}_download_drift",
     )

@@ -15,7 +15,7 @@ A `FreezePlan` is a kind and, for two kinds, an argument. It has two spellings:
 
 `parse` / `text` read and write the link text, `from_action` / `action` the action name, and
 `apply(tree, base_path)` makes the LayerTree call, so `Workspace.bulk_action`,
-`Preset.freeze_action` and `models.schedule.Phase` all mean the same thing by the same word.
+`Preset.freeze_plan` and `models.schedule.Phase` all mean the same thing by the same word.
 """
 
 from __future__ import annotations
