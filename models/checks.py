@@ -8,18 +8,20 @@ from __future__ import annotations
 
 
 def human_size(num_bytes: float) -> str:
-    """A byte count in words: MiB from 1 MiB up, else bytes with thousands separators.
+    """A byte count in words: GiB from 1 GiB up, MiB from 1 MiB up, else bytes.
 
     Args:
         num_bytes: A number of bytes.
 
     Returns:
-        E.g. `"1.50 MiB"` or `"2,048 bytes"`.
+        E.g. `"1.17 GiB"`, `"1.50 MiB"` or `"2,048 bytes"` (with thousands separators).
 
     Example:
     >>> human_size(3 * 1024 * 1024 // 2)
     '1.50 MiB'
     """
+    if num_bytes >= 1024 * 1024 * 1024:
+        return f"{num_bytes / (1024 * 1024 * 1024):.2f} GiB"
     if num_bytes >= 1024 * 1024:
         return f"{num_bytes / (1024 * 1024):.2f} MiB"
     return f"{int(num_bytes):,} bytes"

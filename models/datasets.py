@@ -77,11 +77,17 @@ class ImageDataset:
     The arrays are made read-only so one loaded dataset can be shared safely (for example
     by a process-wide cache); copy them before changing values in place.
 
+    Images are stored either as float32 values in [0, 1] (the bundled datasets) or as uint8
+    pixels 0..255 (uploads: a quarter of the memory). A model for uint8 images scales each
+    batch itself: build it with `build_transfer_model(..., input_dtype=dataset.x.dtype)`.
+
     Args:
         name: Short key of the dataset, e.g. `"digits_5_9"`.
         title: Human-readable title.
         description: One or two sentences describing the data.
-        x: float32 images of shape `(num_samples, height, width, channels)`, values in [0, 1].
+        x: Images of shape `(num_samples, height, width, channels)`: uint8 arrays are kept
+            as they are (pixels 0..255), any other numbers become float32 (values in [0, 1]
+            expected).
         y: int64 labels of shape `(num_samples,)`, values `0..num_classes - 1`.
         class_names: One name per class, in label order.
 
@@ -100,7 +106,9 @@ class ImageDataset:
     class_names: tuple[str, ...]
 
     def __post_init__(self) -> None:
-        x = np.asarray(self.x, dtype="float32")
+        x = np.asarray(self.x)
+        if x.dtype != np.uint8:
+            x = np.asarray(x, dtype="float32")
         y = np.asarray(self.y, dtype="int64")
         class_names = tuple(str(class_name) for class_name in self.class_names)
         if x.ndim != 4:
@@ -127,6 +135,17 @@ class ImageDataset:
     def num_samples(self) -> int:
         """Number of images."""
         return int(self.x.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the dataset's arrays hold in memory (images and labels).
+
+        Example:
+
+        >>> load_bundled_dataset("digits_5_9").nbytes  # 896 images of 8x8x1 float32 + labels
+        236544
+        """
+        return int(self.x.nbytes + self.y.nbytes)
 
     def class_counts(self) -> pd.Series:
         """Counts the images of each class.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 # ITU-R BT.601 luma weights, the same ones tf.image.rgb_to_grayscale and Pillow use.
@@ -68,6 +69,41 @@ class RGBToGrayscale(keras.layers.Layer):
         config = super().get_config()
         config.update({"luminance_weights": list(self.luminance_weights)})
         return config
+
+
+# uint8 pixel -> float32 in [0, 1], exactly as NumPy's `x.astype("float32") / 255` computes it.
+_UINT8_TO_UNIT = (np.arange(256, dtype="float32") / np.float32(255.0)).astype("float32")
+
+
+@keras.saving.register_keras_serializable(package="freezelab")
+class Uint8Rescaling(keras.layers.Layer):
+    """Maps uint8 pixels (0..255) to float32 values in [0, 1], one batch at a time.
+
+    FreezeLab keeps uploaded images as uint8 (a quarter of float32's memory) and puts this
+    layer right after the model's input, so Keras converts each batch as it goes and no float
+    copy of the whole dataset is ever made. The result is bitwise what NumPy's
+    `x.astype("float32") / 255` gives: the layer looks each value up in a 256-entry table
+    computed that way. (A division by 255 inside a compiled graph does not: XLA turns it into
+    a multiplication by 1/255, which differs in the last bit for 126 of the 256 values, so
+    training would no longer match training on the float images.) No weights, `keras.ops`
+    only, so it works on every backend.
+
+    Args:
+        **kwargs: Base layer keyword arguments such as `name`.
+
+    Example:
+
+    >>> keras.ops.convert_to_numpy(Uint8Rescaling()(np.array([[0, 51, 255]], "uint8")))
+    array([[0. , 0.2, 1. ]], dtype=float32)
+    """
+
+    def call(self, inputs: Any) -> Any:
+        table = ops.convert_to_tensor(_UINT8_TO_UNIT, dtype="float32")
+        values = ops.take(table, ops.cast(inputs, "int32"), axis=0)
+        return ops.cast(values, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return tuple(input_shape)
 
 
 def grayscale_to_rgb(inputs: Any, name: str = "to_rgb") -> Any:

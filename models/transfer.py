@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 
 import keras
+import numpy as np
 
 from models.layers import (
     PREPROCESSING_MODES,
     ImagenetPreprocessing,
     RGBToGrayscale,
+    Uint8Rescaling,
     grayscale_to_rgb,
 )
 from models.validation import check_whole_number
@@ -25,6 +27,31 @@ RESIZE_INTERPOLATION = "bilinear"
 
 TRANSFER_MODEL_NAME = "transfer_model"
 """The name of the model `build_transfer_model` builds (the first part of every layer path)."""
+
+INPUT_DTYPES: tuple[str, ...] = ("float32", "uint8")
+"""What a transfer model's image input takes: float32 values in [0, 1], or uint8 pixels 0..255."""
+
+UINT8_LAYER_NAME = "from_uint8"
+"""The name of the `Uint8Rescaling` layer a uint8 input gets (see `build_transfer_model`)."""
+
+
+def _validate_input_dtype(input_dtype: object, data_shape: tuple[int, ...]) -> str:
+    """The input dtype as "float32" or "uint8"; uint8 only for images."""
+    try:
+        dtype = keras.backend.standardize_dtype(input_dtype)
+    except (TypeError, ValueError):
+        dtype = None
+    if dtype not in INPUT_DTYPES:
+        raise ValueError(
+            f"input_dtype must be one of {list(INPUT_DTYPES)}: 'float32' for values in [0, 1], "
+            f"'uint8' for pixels 0..255 (e.g. dataset.x.dtype); received {input_dtype!r}."
+        )
+    if dtype == "uint8" and len(data_shape) != 3:
+        raise ValueError(
+            f"input_dtype='uint8' is for images (pixels 0..255), but the data are feature "
+            f"vectors of shape {data_shape}. Pass input_dtype='float32' for tabular data."
+        )
+    return dtype
 
 
 def _validate_data_input_shape(data_input_shape: Sequence[int]) -> tuple[int, ...]:
@@ -186,12 +213,16 @@ def build_transfer_model(
     dropout: float = 0.2,
     rescaling: tuple[float, float] | None = None,
     preprocessing: str | None = None,
+    input_dtype: str | np.dtype = "float32",
     name: str = TRANSFER_MODEL_NAME,
 ) -> keras.Model:
     """Wraps a pretrained base in a Functional model with a new classification head.
 
-    For images the layers are, in order: `keras.Input(data_input_shape)` named `"image"`,
-    input adaptation only where needed (`"to_grayscale"` when the data is RGB and the base
+    For images the layers are, in order: `keras.Input(data_input_shape)` named `"image"`
+    (of dtype `input_dtype`), `"from_uint8"` when `input_dtype` is uint8 (a weightless
+    `Uint8Rescaling`: each batch's pixels become float32 in [0, 1], bitwise as `x / 255` in
+    NumPy, so the dataset never needs a float copy), input adaptation only where needed
+    (`"to_grayscale"` when the data is RGB and the base
     wants 1 channel, `"resize"` when height/width differ: bilinear, with `antialias=True`
     when the images shrink, so every pixel counts, `"to_rgb"` when the data has 1
     channel and the base wants 3, `"rescale"` when `rescaling` is given, `"preprocess"` when
@@ -224,6 +255,10 @@ def build_transfer_model(
             the base (after `rescaling`, if both are given): `"tf"`, `"torch"`, `"caffe"` or
             `"none"`, mapping [0, 1] images exactly as the base family's `preprocess_input`
             maps [0, 255] images. Images only.
+        input_dtype: `"float32"` (default) for images in [0, 1] and feature vectors, or
+            `"uint8"` for images stored as pixels 0..255 (`dataset.x.dtype` may be passed
+            as is). The model then takes uint8 batches only: float images in [0, 1] would
+            be cast to uint8 (almost all zeros), so build a float32 model for them.
         name: Name of the returned model.
 
     Returns:
@@ -240,10 +275,14 @@ def build_transfer_model(
     data_shape = _validate_data_input_shape(data_input_shape)
     base_shape = _base_input_shape(base)
     _validate_arguments(num_classes, dropout, base_training, rescaling, preprocessing)
+    input_dtype = _validate_input_dtype(input_dtype, data_shape)
 
     if len(data_shape) == 3 and len(base_shape) == 3:
-        inputs = keras.Input(data_shape, name="image")
-        outputs = _adapt_images(inputs, data_shape, base, base_shape)
+        inputs = keras.Input(data_shape, dtype=input_dtype, name="image")
+        outputs = inputs
+        if input_dtype == "uint8":
+            outputs = Uint8Rescaling(name=UINT8_LAYER_NAME)(outputs)
+        outputs = _adapt_images(outputs, data_shape, base, base_shape)
     else:
         _check_features(data_shape, base, base_shape)
         if preprocessing is not None:

@@ -89,6 +89,11 @@ class TabularDataset:
         """Number of rows."""
         return int(self.x.shape[0])
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes the dataset's arrays hold in memory (features and labels)."""
+        return int(self.x.nbytes + self.y.nbytes)
+
     def class_counts(self) -> pd.Series:
         """Counts the rows of each class (a Series indexed by class name, zeros included)."""
         counts = np.bincount(self.y, minlength=self.num_classes)

@@ -5,10 +5,12 @@ import pytest
 from models.checks import checked_bytes, human_size
 
 
-def test_sizes_read_in_bytes_below_one_mebibyte_and_in_mebibytes_from_it():
+def test_sizes_read_in_bytes_below_one_mebibyte_then_in_mebibytes_then_gibibytes():
     assert human_size(2048) == "2,048 bytes"
     assert human_size(1024 * 1024 - 1) == "1,048,575 bytes"
     assert human_size(3 * 1024 * 1024 // 2) == "1.50 MiB"
+    assert human_size(1024**3 - 1) == "1024.00 MiB"
+    assert human_size(1.25 * 1024**3) == "1.25 GiB"
 
 
 def test_bytes_like_content_is_accepted_and_anything_else_is_named():

@@ -161,3 +161,15 @@ def test_image_dataset_validates_its_arrays():
         ImageDataset("bad", "Bad", "", np.zeros((3, 4, 4, 1)), np.array([0, 1]), ("a", "b"))
     with pytest.raises(ValueError, match="height, width"):
         ImageDataset("bad", "Bad", "", np.zeros((2, 4, 4)), np.array([0, 1]), ("a", "b"))
+
+
+def test_uint8_images_are_kept_as_uint8_and_counted_in_bytes():
+    pixels = np.full((3, 4, 4, 3), 200, dtype=np.uint8)
+    dataset = ImageDataset("u8", "U8", "", pixels, np.array([0, 1, 0]), ("a", "b"))
+    assert dataset.x.dtype == np.uint8 and not dataset.x.flags.writeable
+    assert dataset.nbytes == 3 * 4 * 4 * 3 + 3 * 8
+    floats = ImageDataset("f", "F", "", np.zeros((3, 4, 4, 1)), np.array([0, 1, 0]), ("a", "b"))
+    assert floats.x.dtype == np.float32  # float64 (or int) images become float32 as before
+    assert floats.nbytes == 3 * 4 * 4 * 1 * 4 + 3 * 8
+    bundled = load_bundled_dataset("digits_5_9")
+    assert bundled.nbytes == bundled.x.nbytes + bundled.y.nbytes

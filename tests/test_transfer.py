@@ -11,8 +11,9 @@ import keras
 import numpy as np
 import pytest
 
-from models.layers import RGBToGrayscale, grayscale_to_rgb
+from models.layers import RGBToGrayscale, Uint8Rescaling, grayscale_to_rgb
 from models.transfer import build_transfer_model, cut_base, describe_input_adaptation
+from models.tree import LayerTree
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
 
@@ -122,6 +123,65 @@ def test_bad_arguments_are_explained(arguments, error, fragment):
     keyword_arguments = {"data_input_shape": (8, 8, 1), "num_classes": 3, **arguments}
     with pytest.raises(error) as raised:
         build_transfer_model(tiny_base((8, 8, 1)), **keyword_arguments)
+    assert fragment in str(raised.value)
+
+
+def test_uint8_images_get_a_weightless_scaling_layer_and_the_same_counts():
+    float_model = build_transfer_model(tiny_base((8, 8, 3)), (16, 16, 1), 3)
+    uint8_model = build_transfer_model(tiny_base((8, 8, 3)), (16, 16, 1), 3, input_dtype="uint8")
+    assert uint8_model.inputs[0].dtype == "uint8"
+    assert layer_names(uint8_model) == [
+        "image", "from_uint8", "resize", "to_rgb", "base", "head_pooling", "head_dropout",
+        "classifier",
+    ]  # fmt: skip
+    assert layer_names(uint8_model) == ["image", "from_uint8", *layer_names(float_model)[1:]]
+    assert not uint8_model.get_layer("from_uint8").weights
+    assert LayerTree(uint8_model).totals() == LayerTree(float_model).totals()
+    uint8_model.set_weights(float_model.get_weights())
+    pixels = np.random.default_rng(0).integers(0, 256, (4, 16, 16, 1), dtype=np.uint8)
+    np.testing.assert_array_equal(
+        uint8_model.predict(pixels, verbose=0),
+        float_model.predict(pixels.astype("float32") / 255, verbose=0),
+    )
+    # A NumPy dtype (dataset.x.dtype) is accepted as is.
+    numpy_dtype = build_transfer_model(tiny_base((8, 8, 3)), (8, 8, 3), 3, input_dtype=pixels.dtype)
+    assert numpy_dtype.inputs[0].dtype == "uint8"
+
+
+def test_uint8_rescaling_is_bitwise_numpy_division_and_round_trips(tmp_path):
+    pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)
+    scaled = keras.ops.convert_to_numpy(Uint8Rescaling()(pixels))
+    np.testing.assert_array_equal(scaled, pixels.astype("float32") / 255)
+    # Keras's Rescaling(1 / 255) multiplies, which differs in the last bit for some values.
+    multiplied = keras.ops.convert_to_numpy(keras.layers.Rescaling(1 / 255)(scaled * 255))
+    np.testing.assert_allclose(multiplied, scaled, rtol=1e-6)
+
+    model = build_transfer_model(tiny_base((8, 8, 1)), (8, 8, 1), 2, input_dtype="uint8")
+    path = tmp_path / "uint8.keras"
+    model.save(path)
+    reloaded = keras.saving.load_model(path, safe_mode=True, compile=False)
+    assert isinstance(reloaded.get_layer("from_uint8"), Uint8Rescaling)
+    assert reloaded.inputs[0].dtype == "uint8"
+    images = np.random.default_rng(1).integers(0, 256, (3, 8, 8, 1), dtype=np.uint8)
+    np.testing.assert_array_equal(
+        reloaded.predict(images, verbose=0), model.predict(images, verbose=0)
+    )
+
+
+@pytest.mark.parametrize(
+    ("data_input_shape", "input_dtype", "fragment"),
+    [
+        ((8, 8, 1), "float64", "input_dtype must be one of ['float32', 'uint8']"),
+        ((8, 8, 1), "pixels", "received 'pixels'"),
+        ((4,), "uint8", "input_dtype='uint8' is for images"),
+    ],
+)
+def test_bad_input_dtypes_are_explained(data_input_shape, input_dtype, fragment):
+    base = tiny_base((8, 8, 1))
+    if len(data_input_shape) == 1:
+        base = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)], name="dense")
+    with pytest.raises(ValueError) as raised:
+        build_transfer_model(base, data_input_shape, 3, input_dtype=input_dtype)
     assert fragment in str(raised.value)
 
 

@@ -27,6 +27,7 @@ def test_a_csv_becomes_a_tabular_dataset():
     assert dataset.class_counts().to_dict() == {"setosa": 2, "versicolor": 2, "virginica": 2}
     assert notes == []
     assert not dataset.x.flags.writeable
+    assert dataset.nbytes == 6 * 2 * 4 + 6 * 8  # float32 features, int64 labels
 
 
 def test_the_label_column_defaults_to_the_last_and_numeric_labels_are_named():
