@@ -16,7 +16,7 @@ warming = None if "keras" in sys.modules else st.empty()
 if warming is not None:
     warming.info("❄ FreezeLab is warming up TensorFlow and Keras (first visit after a start)...")
 
-from components import actions, state  # noqa: E402  (the page shell shows first)
+from components import actions, state, url_session  # noqa: E402  (the shell shows first)
 from components.common import live_or_static, render_totals, rerun_when_ended  # noqa: E402
 from components.compare_step import render_comparison  # noqa: E402
 from components.data_step import render_data_step  # noqa: E402
@@ -28,7 +28,12 @@ from components.lessons import render_lessons  # noqa: E402
 from components.model_step import render_model_step  # noqa: E402
 from components.pitfall_lab import render_pitfall_lab  # noqa: E402
 from components.runtime import keep_keras_session  # noqa: E402
-from components.train_step import RunPanelSummary, render_run, render_run_panel  # noqa: E402
+from components.train_step import (  # noqa: E402
+    RunPanelSummary,
+    render_run,
+    render_run_panel,
+    render_run_status,
+)
 from models.applications import APPLICATION_ENTRIES  # noqa: E402
 from models.datasets import BUNDLED_DATASETS  # noqa: E402
 from models.keras_datasets import KERAS_DATASETS  # noqa: E402
@@ -43,6 +48,7 @@ if warming is not None:
 
 LOGGER = logging.getLogger("freezelab")
 REFRESH_SECONDS = 1.0
+HEARTBEAT_SECONDS = 2.0  # well inside the orphan grace period (FREEZELAB_ORPHAN_GRACE_S)
 DRIFT_REFRESH_SECONDS = 2.5
 TAB_LABELS = ("1 · Model", "2 · Freeze", "3 · Data", actions.TRAIN_TAB, "5 · Drift",
               "Compare runs", "Export", "Pitfall lab", "Lessons")  # fmt: skip
@@ -70,6 +76,18 @@ def sidebar(workspace: Workspace, training: bool) -> None:
     started = actions.handle_training(workspace, panel.train, panel.all_frozen_choice)
     if started or panel.all_frozen_choice or bool(state.get(state.ALL_FROZEN_WARNING)) != warned:
         st.rerun()  # show the live run, or the warning's new state
+    if training:
+        with st.sidebar:
+            live_or_static(lambda: heartbeat(workspace), True, every=HEARTBEAT_SECONDS)
+
+
+def heartbeat(workspace: Workspace) -> None:
+    """While a run trains: tells the server this page is open, and shows the run's status."""
+    url_session.touch()
+    run = workspace.latest_run
+    progress = run.job.progress()
+    render_run_status(run.display_name, progress)
+    rerun_when_ended(run.run_id, progress.done)
 
 
 def model_tab(workspace: Workspace, training: bool) -> None:
@@ -183,7 +201,6 @@ def main() -> None:
     """Draws the page: the sidebar's run panel, then the open tab (lazy tabs run one at a time)."""
     workspace = actions.open_workspace()
     training = workspace.is_training
-    actions.save_ended_runs(workspace)
     link = actions.preset()
     if link.title:
         st.header(link.title, anchor=False)
@@ -199,6 +216,7 @@ def main() -> None:
         if tab.open:
             with tab:
                 draw(workspace, training)
+    url_session.remember_session(workspace)
 
 
 try:

@@ -16,7 +16,7 @@ from dataclasses import replace
 
 import streamlit as st
 
-from components import state
+from components import state, url_session
 from components.common import count_progress, download_progress
 from components.data_step import DataRequest
 from components.layer_tree import frozen_plan_from_state
@@ -26,18 +26,18 @@ from components.resources import (
     cached_dataset,
     cached_keras_dataset,
     cached_template,
-    run_store,
-    training_slots,
+    session_registry,
 )
 from components.train_step import TrainIntent
 from models.applications import APPLICATION_ENTRIES, WeightsUnavailableError
 from models.catalogue import DEFAULT_MODEL
-from models.datasets import DEFAULT_DATASET, ImageDataset
+from models.datasets import ImageDataset
 from models.dense_base import dense_base_template
-from models.export import parse_run_config, plan_from_config, run_config
+from models.export import parse_run_config, plan_from_config
 from models.plans import FreezePlan, PlanKind
 from models.presets import Preset, parse_query, resolve_frozen_paths
-from models.run_store import SESSION_QUERY_PARAMETER, is_valid_session_id, new_session_id
+from models.session_record import DataSource
+from models.sessions import dataset_bytes
 from models.snapshot import RunSnapshot
 from models.splits import check_batch_fits
 from models.training import TrainingConfig
@@ -55,40 +55,23 @@ from models.workspace import Workspace
 LOGGER = logging.getLogger("freezelab")
 DEFAULT_CONFIG = TrainingConfig(epochs=3, batch_size=16, learning_rate=1e-2)
 DRIFT_POINTS_PER_EPOCH = 5
-TRAIN_TAB = "4 · Train"
+TRAIN_TAB = url_session.TRAIN_TAB
 FAILURES = (ValueError, TypeError, RuntimeError)  # what bad input raises in the core
 
 
 # ------------------------------------------------------------------------ the session
-def session_id() -> str:
-    """The id in the URL that keys this browser's runs on disk (created when missing)."""
-    current = st.query_params.get(SESSION_QUERY_PARAMETER)
-    if not current or not is_valid_session_id(current):
-        current = new_session_id()
-        st.query_params[SESSION_QUERY_PARAMETER] = current
-    return current
+session_id = url_session.session_id
+preset = url_session.preset
 
 
 def open_workspace() -> Workspace:
-    """This session's own model copy, plan and runs (created on first use, from the link).
+    """This session's own model copy, plan and runs, found again after a refresh.
 
     Returns:
-        The session's `Workspace`; a new one starts on the bundled model and data, then takes
-        the instructor link's settings and the runs this URL's session kept on disk.
+        The session's `Workspace` (see `components.url_session.open_workspace`); a new one
+        starts on the bundled model and data, then takes the instructor link's settings.
     """
-    if not state.has(state.WORKSPACE):
-        workspace = Workspace(
-            cached_template(DEFAULT_MODEL), cached_dataset(DEFAULT_DATASET), slots=training_slots()
-        )
-        state.put(state.WORKSPACE, workspace)
-        apply_preset(workspace, {key: st.query_params.get_all(key) for key in st.query_params})
-        restore_stored_runs(workspace)
-    return state.get(state.WORKSPACE)
-
-
-def preset() -> Preset:
-    """The instructor link of this session (empty when there was none)."""
-    return state.get(state.PRESET) or Preset()
+    return url_session.open_workspace(apply_preset)
 
 
 def training_defaults() -> TrainingConfig:
@@ -149,46 +132,6 @@ def _apply_link_choices(workspace: Workspace, link: Preset) -> list[str]:
 
 
 # ------------------------------------------------------------------------------- runs
-def restore_stored_runs(workspace: Workspace) -> None:
-    """After a refresh or reconnect: the runs this URL's session kept on disk earlier."""
-    try:
-        stored, notices = run_store().load(session_id())
-    except (OSError, ValueError) as error:
-        stored, notices = [], [f"Earlier runs could not be read: {error}"]
-    state.put(state.STORED_RUNS, stored)
-    state.put(state.SAVED_RUN_IDS, {run.run_id for run in stored})
-    if stored:
-        workspace.continue_run_ids_after(max(run.run_id for run in stored))
-    if notices:
-        state.notify(" ".join(notices))
-
-
-def save_ended_runs(workspace: Workspace) -> None:
-    """Keeps every run that has ended on disk once, so a refresh does not lose it."""
-    saved: set[int] = state.setdefault(state.SAVED_RUN_IDS, set())
-    for run in workspace.runs:
-        if run.run_id in saved or not run.job.progress().done:
-            continue
-        saved.add(run.run_id)
-        config = run_config(
-            workspace.template,
-            workspace.dataset.name,
-            run.dataset_title,
-            run.frozen_paths,
-            run.config,
-            run.counts,
-            run_id=run.run_id,
-        )
-        _keep_on_disk(RunSnapshot.of(run, config))
-
-
-def _keep_on_disk(snapshot: RunSnapshot) -> None:
-    try:
-        run_store().save(session_id(), snapshot)
-    except (OSError, ValueError, TypeError) as error:
-        LOGGER.warning("Could not keep run %s on disk: %s", snapshot.run_id, error)
-
-
 def run_snapshots(workspace: Workspace) -> list[RunSnapshot]:
     """Every run of this session as snapshots: kept on disk from earlier visits, then live.
 
@@ -209,16 +152,18 @@ def rename_runs(workspace: Workspace, renames: Mapping[int, str]) -> None:
     """
     if not renames:
         return
+    identifier = session_id()
     for run in workspace.runs:
         if run.run_id in renames:
-            run.name = renames[run.run_id]
-            state.setdefault(state.SAVED_RUN_IDS, set()).discard(run.run_id)  # save again
+            run.name = renames[run.run_id]  # a run still training is saved with it when it ends
+            if run.ending is not None:
+                snapshot = RunSnapshot.of(run, workspace.run_config(run))
+                url_session.keep_snapshot(identifier, snapshot)
     stored = state.get(state.STORED_RUNS, [])
     for index, snapshot in enumerate(stored):
         if snapshot.run_id in renames:
             stored[index] = replace(snapshot, name=renames[snapshot.run_id])
-            _keep_on_disk(stored[index])
-    save_ended_runs(workspace)
+            url_session.keep_snapshot(identifier, stored[index])
 
 
 # ------------------------------------------------------------------------------ steps
@@ -255,6 +200,7 @@ def handle_model_request(workspace: Workspace, request: ModelRequest) -> None:
         elif request.kind == "upload":
             with st.spinner("Checking and loading the model file (safe mode)..."):
                 _read_upload(request)
+            url_session.keep_upload("model", request.data)
         elif request.kind == "cut":
             filename, model = state.get(state.UPLOADED_MODEL)
             with st.spinner("Building the base model from your file..."):
@@ -301,26 +247,45 @@ def handle_data_request(workspace: Workspace, request: DataRequest) -> None:
     """
     state.clear_notices("data")
     try:
-        if request.kind == "bundled":
-            dataset, notes = cached_dataset(request.key), []
-        elif request.kind == "keras":
-            dataset = cached_keras_dataset(request.key, request.subset_size, download_progress())
-            notes = []
-        elif request.kind == "zip":
-            dataset, notes = load_image_zip(
-                request.data,
-                image_size=request.image_size,
-                filename=request.filename,
-                on_progress=count_progress("images"),
-            )
-        else:
-            with st.spinner("Reading the table and checking every column..."):
-                dataset, notes = load_csv_dataset(
-                    request.data, request.label_column, filename=request.filename
-                )
+        dataset, notes = _load_dataset(request)
+        session_registry().make_room(session_id(), dataset_bytes(dataset))
         state.put(state.DATA_NOTES, [*notes, *_use_dataset(workspace, dataset)])
     except FAILURES as error:
         state.notify(str(error), "error", place="data")
+        return
+    state.put(state.DATA_SOURCE, _data_source(request, dataset))
+    if request.data is not None:
+        url_session.keep_upload("data", request.data)
+
+
+def _load_dataset(request: DataRequest) -> tuple[ImageDataset | TabularDataset, list[str]]:
+    if request.kind == "bundled":
+        return cached_dataset(request.key), []
+    if request.kind == "keras":
+        return cached_keras_dataset(request.key, request.subset_size, download_progress()), []
+    if request.kind == "zip":
+        return load_image_zip(
+            request.data,
+            image_size=request.image_size,
+            filename=request.filename,
+            on_progress=count_progress("images"),
+        )
+    with st.spinner("Reading the table and checking every column..."):
+        return load_csv_dataset(request.data, request.label_column, filename=request.filename)
+
+
+def _data_source(request: DataRequest, dataset: ImageDataset | TabularDataset) -> DataSource:
+    """How to load the same dataset again (a rebuilt session)."""
+    if request.kind == "bundled":
+        return DataSource("bundled", key=dataset.name)
+    if request.kind == "keras":
+        return DataSource("keras", key=request.key, subset_size=request.subset_size)
+    return DataSource(
+        request.kind,
+        filename=request.filename,
+        image_size=request.image_size,
+        label_column=request.label_column,
+    )
 
 
 def _use_dataset(workspace: Workspace, dataset: ImageDataset | TabularDataset) -> list[str]:

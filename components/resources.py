@@ -1,4 +1,4 @@
-"""What the whole server shares, read-only: model templates, datasets, training slots, run store.
+"""What the whole server shares: model templates, datasets, training slots, runs, sessions.
 
 `st.cache_resource` holds one copy of each for every session. Nothing here is ever frozen,
 compiled or trained: each session builds its own model from a template (see
@@ -16,6 +16,7 @@ from models.datasets import ImageDataset, load_bundled_dataset
 from models.download import ProgressCallback
 from models.keras_datasets import load_keras_dataset
 from models.run_store import RunStore
+from models.sessions import SessionRegistry
 from models.template import ModelTemplate
 from models.training import TrainingSlots
 
@@ -66,3 +67,14 @@ def training_slots() -> TrainingSlots:
 def run_store() -> RunStore:
     """Ended runs on disk (FREEZELAB_RUNS_DIR, default ./runs), pruned by size."""
     return RunStore()
+
+
+@st.cache_resource
+def session_registry() -> SessionRegistry:
+    """Every URL session of this server, and the reaper of their orphaned jobs (started once).
+
+    FREEZELAB_ORPHAN_GRACE_S sets the grace period, FREEZELAB_MEMORY_BUDGET the memory budget.
+    """
+    registry = SessionRegistry()
+    registry.start_reaper()
+    return registry

@@ -10,6 +10,12 @@ a closed tab would be lost, so every user setting lives in one app-owned diction
 only show it (`kept_widget`): before a widget is drawn, its key is filled from the setting;
 after it is drawn, its value is copied back.
 
+Two scopes: most values belong to this page (one browser tab's socket), but the values in
+`KEPT_ACROSS_REFRESH` belong to the URL's session (`models.sessions.Session.values`), so a
+refresh or reconnect of the same link finds its settings, upload and choices again. `attach`
+links the page to its URL session's values at the start of every run; `get`, `put`, `pop`,
+`setdefault` and `has` pick the scope by key.
+
 Notices are the one way messages reach the user: `notify` keeps one for the next run (a
 handler followed by `st.rerun()`), `show_notices` draws them where they belong (the top of the
 page, or inside one step's tab), and `show_error` draws an error at once.
@@ -47,6 +53,15 @@ LESSONS_WORKFLOW = "lessons_workflow"
 PITFALL_RESULTS = "pitfall_results"  # the Pitfall lab's results, by (pitfall, seed)
 PITFALL_ERROR = "pitfall_error"
 
+URL_SESSION_VALUES = "url_session_values"  # the URL session's values (see `attach`)
+PAGE_ATTACHED = "page_attached"  # this page already took its URL session's values once
+DATA_SOURCE = "data_source"  # models.session_record.DataSource of the chosen dataset
+RECORD_WRITTEN = "record_written"  # the session record last kept on disk
+KEPT_ACROSS_REFRESH = frozenset(
+    {SETTINGS, CHOSEN_CONFIG, UPLOADED_MODEL, UPLOADED_INFO, DATA_NOTES, DATA_SOURCE,
+     RECORD_WRITTEN, WEIGHTS_MISSING}
+)  # fmt: skip
+
 # Where a notice shows: the top of the page, or inside one step's tab.
 PAGE = "page"
 NOTICE_PLACES = (PAGE, "model", "data", "export")
@@ -59,6 +74,32 @@ _ICONS = {"error": ":material/error:"}
 
 
 # ------------------------------------------------------------------ plain session values
+def attach(values: dict[str, Any]) -> bool:
+    """Links this page to its URL session's values (call at the start of every run).
+
+    Args:
+        values: The URL session's dictionary (`models.sessions.Session.values`), shared by
+            every page (socket) of the same link.
+
+    Returns:
+        True on this page's first run (a new tab, a refresh or a reconnect), else False.
+    """
+    st.session_state[URL_SESSION_VALUES] = values
+    first = not st.session_state.get(PAGE_ATTACHED, False)
+    st.session_state[PAGE_ATTACHED] = True
+    return first
+
+
+def _scope(key: str) -> Any:
+    """The mapping that holds `key`: the URL session's values or this page's session state."""
+    if key in KEPT_ACROSS_REFRESH:
+        values = st.session_state.get(URL_SESSION_VALUES)
+        if values is None:  # not attached (a component drawn alone in a test): page scope
+            values = st.session_state.setdefault(URL_SESSION_VALUES, {})
+        return values
+    return st.session_state
+
+
 def get(key: str, default: Any = None) -> Any:
     """Returns a session value, or `default` when it was never set.
 
@@ -66,27 +107,27 @@ def get(key: str, default: Any = None) -> Any:
     >>> get(STORED_RUNS, [])
     []
     """
-    return st.session_state.get(key, default)
+    return _scope(key).get(key, default)
 
 
 def put(key: str, value: Any) -> None:
     """Sets a session value."""
-    st.session_state[key] = value
+    _scope(key)[key] = value
 
 
 def pop(key: str, default: Any = None) -> Any:
     """Removes a session value and returns it (`default` when it was not set)."""
-    return st.session_state.pop(key, default)
+    return _scope(key).pop(key, default)
 
 
 def setdefault(key: str, default: Any) -> Any:
     """Returns a session value, setting it to `default` first when it was not set."""
-    return st.session_state.setdefault(key, default)
+    return _scope(key).setdefault(key, default)
 
 
 def has(key: str) -> bool:
     """Whether the session holds a value under `key`."""
-    return key in st.session_state
+    return key in _scope(key)
 
 
 def first_sight(uploader_key: str, file_id: str) -> bool:
@@ -180,7 +221,7 @@ def clear_notices(place: str) -> None:
 
 # --------------------------------------------------------------------------- settings
 def _settings() -> dict[str, Any]:
-    return st.session_state.setdefault(SETTINGS, {})
+    return setdefault(SETTINGS, {})
 
 
 def setting(key: str, default: Any = None) -> Any:

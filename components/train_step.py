@@ -213,16 +213,7 @@ def render_progress(
         key: Stable key of the chart, so live refreshes update it in place.
         boundaries: Where each phase of a schedule begins (marked on the curves).
     """
-    batches = progress.batches_per_epoch
-    shown_epoch = min(progress.epoch + (0 if progress.done else 1), progress.epochs)
-    text = f"Epoch {shown_epoch}/{progress.epochs}"
-    if batches and not progress.done:
-        text += f" · batch {progress.batch}/{batches}"
-    text += (
-        f" · elapsed {format_seconds(progress.elapsed_seconds)}"
-        f" · left {format_seconds(progress.eta_seconds)}"
-    )
-    st.progress(progress.fraction_done, text=text)
+    st.progress(progress.fraction_done, text=progress_text(progress))
     kinds = {JobState.FINISHED: "success", JobState.CANCELLED: "warning", JobState.FAILED: "error"}
     show(Notice(progress.message, kinds.get(progress.state, "info")))
     figure = training_curves_figure(
@@ -235,6 +226,31 @@ def render_progress(
                 annotation_text=boundary.name, annotation_position="top left",
             )  # fmt: skip
     st.plotly_chart(figure, width="stretch", key=key)
+
+
+def progress_text(progress: TrainingProgress) -> str:
+    """One line of where a run is, e.g. "Epoch 2/3 · batch 12/45 · elapsed 8 s · left 4 s"."""
+    batches = progress.batches_per_epoch
+    shown_epoch = min(progress.epoch + (0 if progress.done else 1), progress.epochs)
+    text = f"Epoch {shown_epoch}/{progress.epochs}"
+    if batches and not progress.done:
+        text += f" · batch {progress.batch}/{batches}"
+    return (
+        f"{text} · elapsed {format_seconds(progress.elapsed_seconds)}"
+        f" · left {format_seconds(progress.eta_seconds)}"
+    )
+
+
+def render_run_status(name: str, progress: TrainingProgress) -> None:
+    """The sidebar's one-line status of the run training now (shown on every tab).
+
+    Args:
+        name: The run's name, e.g. "Run 3".
+        progress: Its `TrainingProgress`.
+    """
+    st.progress(progress.fraction_done, text=f"{escape_markdown(name)} · {progress_text(progress)}")
+    if progress.state is JobState.PENDING:
+        st.caption(escape_markdown(progress.message))
 
 
 def render_run_summary(run: RunSnapshot) -> None:

@@ -10,8 +10,11 @@ notebook API read jobs only through this protocol.
 from __future__ import annotations
 
 import enum
+import logging
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -22,6 +25,9 @@ if TYPE_CHECKING:
     from models.tree import ParameterCounts
 
 
+LOGGER = logging.getLogger("freezelab")
+
+
 class JobState(enum.StrEnum):
     """Where a training job is in its life."""
 
@@ -30,6 +36,35 @@ class JobState(enum.StrEnum):
     FINISHED = "finished"
     CANCELLED = "cancelled"
     FAILED = "failed"
+
+
+class RunEnding(enum.StrEnum):
+    """How a run ended, as the run store and the dashboard name it.
+
+    `JobState.CANCELLED` is either a user's Stop (`STOPPED`) or the server cancelling a job
+    whose page was gone longer than the grace period (`ORPHANED`, see `models.sessions`).
+    """
+
+    FINISHED = "finished"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    ORPHANED = "orphaned"
+
+    @classmethod
+    def of(cls, state: JobState, orphaned: bool = False) -> RunEnding | None:
+        """The ending of a job in `state` (None while it is pending or running).
+
+        Example:
+        >>> RunEnding.of(JobState.CANCELLED, orphaned=True)
+        <RunEnding.ORPHANED: 'orphaned'>
+        """
+        if state is JobState.FINISHED:
+            return cls.FINISHED
+        if state is JobState.FAILED:
+            return cls.FAILED
+        if state is JobState.CANCELLED:
+            return cls.ORPHANED if orphaned else cls.STOPPED
+        return None
 
 
 @dataclass(frozen=True)
@@ -126,8 +161,19 @@ class Job(Protocol):
     def start(self) -> None:
         """Trains in a background thread and returns at once."""
 
-    def cancel(self) -> None:
-        """Asks the job to stop after the current batch (safe from any thread)."""
+    def cancel(self, reason: str = "") -> None:
+        """Asks the job to stop after the current batch (safe from any thread).
+
+        Args:
+            reason: Why, in words, for the job's final message ("" = the user's Stop).
+        """
+
+    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
+        """Calls `callback(job)` once the job has ended (at once when it already has).
+
+        The callback runs in the thread that ended the job, after its slot was freed; an
+        exception it raises is logged, never raised into the job.
+        """
 
     def wait(self, timeout: float | None = None) -> TrainingProgress:
         """Waits for a started job to end (or `timeout` seconds); returns its progress."""
@@ -143,3 +189,45 @@ class Job(Protocol):
 
     def phase_boundaries(self) -> list[PhaseBoundary]:
         """Where each phase that started begins (one entry for a single run)."""
+
+
+class DoneCallbacks:
+    """The callbacks of one job, called once when it ends (see `Job.add_done_callback`).
+
+    Example:
+    >>> callbacks = DoneCallbacks()
+    >>> callbacks.add(job, lambda ended: print(ended.progress().state))
+    >>> callbacks.fire(job)  # once, from the job's own thread when it ends
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[Any], None]] = []
+        self._fired = False
+
+    def add(self, job: Any, callback: Callable[[Any], None]) -> None:
+        """Keeps `callback` for the end of `job`, or calls it now when the job has ended."""
+        if not callable(callback):
+            raise TypeError(f"`callback` must be callable; received {type(callback).__name__}.")
+        with self._lock:
+            if not self._fired:
+                self._callbacks.append(callback)
+                return
+        _call(callback, job)
+
+    def fire(self, job: Any) -> None:
+        """Calls every kept callback once (later calls do nothing)."""
+        with self._lock:
+            if self._fired:
+                return
+            self._fired = True
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            _call(callback, job)
+
+
+def _call(callback: Callable[[Any], None], job: Any) -> None:
+    try:
+        callback(job)
+    except Exception:  # a listener's failure never ends a job differently
+        LOGGER.exception("A job's done callback failed")

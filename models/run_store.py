@@ -6,6 +6,8 @@ Layout (one folder per session, two files per run, both written atomically):
         <session id>/                   e.g. "Xk3_9aQ-2bZr" (secrets.token_urlsafe(9))
             run-000003.json             everything but the drift records (a `RunSnapshot`)
             run-000003.csv              the drift DataFrame, CSV with a header row
+            session.json                what the session chose (`SessionRecord`), if kept
+            upload-data, upload-model   the session's uploaded dataset and model, if kept
 
 The drift records are stored as CSV, not Parquet: the same format as the drift download,
 readable by any tool, no optional dependency. Floats are written in their shortest exact
@@ -35,7 +37,9 @@ from typing import Any
 
 import pandas as pd
 
-from models.job import PhaseBoundary
+from models.checks import human_size
+from models.job import PhaseBoundary, RunEnding
+from models.session_record import SessionRecord
 from models.snapshot import RunSnapshot, VerificationSummary
 from models.training import JobState, TrainingConfig, TrainingProgress
 from models.tree import ParameterCounts
@@ -52,6 +56,9 @@ MAX_RUN_ID = 999_999
 _SESSION_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{8,64}")
 _RUN_FILE_PATTERN = re.compile(r"run-(\d{6})\.json")
 _TEMPORARY_PREFIX = ".tmp-"
+SESSION_RECORD_FILE = "session.json"
+UPLOAD_ROLES = ("data", "model")
+MAX_KEPT_UPLOAD_BYTES = 64 * 1024 * 1024
 
 _LOCKS: dict[str, threading.RLock] = {}
 _LOCKS_GUARD = threading.Lock()
@@ -139,6 +146,7 @@ def _record_json(run: RunSnapshot, csv_name: str) -> dict[str, Any]:
         "dataset_title": run.dataset_title,
         "created_at": run.created_at,
         "state": progress.state.value,
+        "ending": None if run.ending is None else run.ending.value,
         "message": progress.message,
         "epoch": progress.epoch,
         "elapsed_seconds": progress.elapsed_seconds,
@@ -272,6 +280,7 @@ def _stored_run_from_json(data: Any, csv_text: str) -> RunSnapshot:
         layer_order=tuple(str(path) for path in data.get("layer_order", [])),
         depths={str(path): int(depth) for path, depth in data.get("depths", {}).items()},
         created_at=str(data["created_at"]),
+        ending=RunEnding(data["ending"]) if data.get("ending") else RunEnding.of(progress.state),
     )
 
 
@@ -451,6 +460,77 @@ class RunStore:
             with contextlib.suppress(OSError):
                 os.utime(folder)
         return runs, notices
+
+    # ------------------------------------------------------------- the session's choices
+    def save_record(self, session_id: str, record: SessionRecord) -> None:
+        """Keeps what the session chose (model, data, plan, settings), replacing the last.
+
+        Raises:
+            ValueError: For an invalid session id.
+            OSError: When the disk refuses the write.
+        """
+        folder = self.session_folder(session_id)
+        with self._lock:
+            folder.mkdir(parents=True, exist_ok=True)
+            _write_atomically(folder / SESSION_RECORD_FILE, record.to_json())
+
+    def load_record(self, session_id: str) -> SessionRecord | None:
+        """The session's kept choices, or None when none were kept.
+
+        Raises:
+            ValueError: For an invalid session id, or a record that cannot be read (the
+                message says why).
+        """
+        path = self.session_folder(session_id) / SESSION_RECORD_FILE
+        with self._lock:
+            try:
+                content = path.read_bytes()
+            except FileNotFoundError:
+                return None
+            except OSError as error:
+                raise ValueError(f"The session record could not be read ({error}).") from error
+        return SessionRecord.from_json(content)
+
+    def save_upload(self, session_id: str, role: str, content: bytes) -> bool:
+        """Keeps an uploaded file of the session ("data" or "model") to rebuild it later.
+
+        Files larger than `MAX_KEPT_UPLOAD_BYTES` are not kept (the session then rebuilds
+        without them and says so).
+
+        Returns:
+            Whether the file was kept.
+        """
+        path = self._upload_path(session_id, role)
+        with self._lock:
+            if len(content) > MAX_KEPT_UPLOAD_BYTES:
+                path.unlink(missing_ok=True)
+                return False
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _write_atomically(path, bytes(content))
+            self.prune(keep=session_id)
+        return True
+
+    def load_upload(self, session_id: str, role: str) -> bytes:
+        """The kept upload of the session ("data" or "model").
+
+        Raises:
+            ValueError: When none is kept (it was too large, or the runs folder was pruned).
+        """
+        path = self._upload_path(session_id, role)
+        with self._lock:
+            try:
+                return path.read_bytes()
+            except OSError as error:
+                raise ValueError(
+                    f"The uploaded {role} file of this session is no longer kept on the server "
+                    f"(uploads over {human_size(MAX_KEPT_UPLOAD_BYTES)} are not kept, and old "
+                    "sessions are cleaned up). Upload it again."
+                ) from error
+
+    def _upload_path(self, session_id: str, role: str) -> Path:
+        if role not in UPLOAD_ROLES:
+            raise ValueError(f"`role` must be one of {UPLOAD_ROLES}; received {role!r}.")
+        return self.session_folder(session_id) / f"upload-{role}"
 
     def total_bytes(self) -> int:
         """The size of every session folder together, in bytes."""

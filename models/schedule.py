@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from models.drift import DriftRecorder, VerificationResult
-from models.job import JobState, PhaseBoundary, TrainingProgress
+from models.job import DoneCallbacks, JobState, PhaseBoundary, TrainingProgress
 from models.limits import (
     EPOCHS_RANGE,
     LAYERS_PER_STEP_RANGE,
@@ -193,6 +193,9 @@ class ScheduledJob:
         self.parameter_counts: ParameterCounts = tree.totals()
         self.phase_plans: list[tuple[str, frozenset[str], ParameterCounts]] = []
         self._final_verification: VerificationResult | None = None
+        self._cancel_reason = ""
+        self._ended = False
+        self._done_callbacks = DoneCallbacks()
 
     # --------------------------------------------------------------------------- running
     @property
@@ -202,8 +205,17 @@ class ScheduledJob:
 
     def run(self) -> TrainingProgress:
         """Runs every phase in the calling thread; errors end the schedule as failed."""
+        try:
+            return self._run_phases()
+        finally:
+            self._ended = True
+            self._done_callbacks.fire(self)
+
+    def _run_phases(self) -> TrainingProgress:
         if self.slots is not None and not self.slots.acquire(self, self._cancel):
-            self._failure = "Stopped by request while waiting for a training slot."
+            self._failure = (
+                f"{self._cancel_reason or 'Stopped by request'} while waiting for a training slot."
+            )
             return self.progress()
         try:
             for phase in self.phases:
@@ -222,6 +234,8 @@ class ScheduledJob:
                     recorder=self.recorder,
                 )
                 self._jobs.append(job)
+                if self._cancel.is_set():  # a Stop that came while this phase was set up
+                    job.cancel(self._cancel_reason)
                 progress = job.run()
                 if progress.state is not JobState.FINISHED:
                     break
@@ -239,11 +253,21 @@ class ScheduledJob:
         self._thread = threading.Thread(target=self.run, name="freezelab-schedule", daemon=True)
         self._thread.start()
 
-    def cancel(self) -> None:
-        """Stops the current phase after its batch and skips the rest."""
+    def cancel(self, reason: str = "") -> None:
+        """Stops the current phase after its batch and skips the rest.
+
+        Args:
+            reason: Why, in words, for the final message (default "Stopped by request").
+        """
+        if reason and not self._cancel.is_set():
+            self._cancel_reason = str(reason)
         self._cancel.set()
-        for job in self._jobs:
-            job.cancel()
+        for job in list(self._jobs):
+            job.cancel(self._cancel_reason)
+
+    def add_done_callback(self, callback) -> None:
+        """Calls `callback(job)` once the whole schedule has ended (see `models.job.Job`)."""
+        self._done_callbacks.add(self, callback)
 
     def wait(self, timeout: float | None = None) -> TrainingProgress:
         """Waits for a started schedule to end."""
@@ -279,7 +303,7 @@ class ScheduledJob:
             elapsed += current.elapsed_seconds
             steps_before += current.epoch * (current.batches_per_epoch or 0)
         phase_index = len(self._jobs)
-        all_done = self._thread is None or not self._thread.is_alive()
+        all_done = self._ended or self._thread is None
         if current is None:
             state, message = JobState.PENDING, "Waiting to start the first phase."
         elif self._failure:
@@ -294,7 +318,7 @@ class ScheduledJob:
             name = self.phases[phase_index - 1].name
             message = f"Phase {phase_index} of {len(self.phases)} ({name}): {current.message}"
         if self._failure and current is None:
-            state = JobState.CANCELLED if "Stopped" in self._failure else JobState.FAILED
+            state = JobState.CANCELLED if self._cancel.is_set() else JobState.FAILED
         return TrainingProgress(
             state=state,
             epoch=epochs_done,

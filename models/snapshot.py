@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from models.job import JobState, PhaseBoundary, TrainingProgress
+from models.job import JobState, PhaseBoundary, RunEnding, TrainingProgress
 from models.training_config import TrainingConfig
 from models.tree import ParameterCounts
 
@@ -79,6 +79,8 @@ class RunSnapshot:
         layer_order: Node paths in model order, for charts.
         depths: Node depth by path, for indented charts.
         created_at: When the snapshot was taken (ISO 8601, UTC).
+        ending: How the run ended (`RunEnding`: finished, stopped, failed, orphaned); None
+            while it trains.
     """
 
     run_id: int
@@ -99,6 +101,7 @@ class RunSnapshot:
     layer_order: tuple[str, ...] = ()
     depths: Mapping[str, int] = field(default_factory=dict)
     created_at: str = ""
+    ending: RunEnding | None = None
 
     @property
     def display_name(self) -> str:
@@ -163,4 +166,5 @@ class RunSnapshot:
             layer_order=tuple(run.layer_order),
             depths={str(path): int(depth) for path, depth in run.depths.items()},
             created_at=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+            ending=RunEnding.of(progress.state, bool(getattr(run, "orphaned", False))),
         )

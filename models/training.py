@@ -25,7 +25,7 @@ import pandas as pd
 
 from models.drift import DriftRecorder, VerificationResult
 from models.failures import describe_training_error
-from models.job import JobState, PhaseBoundary, TrainingProgress
+from models.job import DoneCallbacks, JobState, PhaseBoundary, TrainingProgress
 from models.prefix_cache import (
     ExecutionPlan,
     build_head_model,
@@ -194,6 +194,8 @@ class TrainingJob:
         self._batch = 0
         self._pending_failure: str | None = None
         self._claimed = False
+        self._cancel_reason = ""
+        self._done_callbacks = DoneCallbacks()
         self.slots = slots
 
     # ----------------------------------------------------------------------------- input
@@ -301,18 +303,23 @@ class TrainingJob:
             if self._status.state is not JobState.PENDING or self._claimed:
                 raise RuntimeError("A TrainingJob runs once; create a new job to train again.")
             self._claimed = True
-        if self.slots is not None and not self.slots.acquire(
-            self, self._cancel_event, self._report_queue_position
-        ):
-            self._finish(
-                JobState.CANCELLED, "Stopped by request while waiting for a training slot."
-            )
-            return self.progress()
         try:
-            return self._run_with_slot()
+            if self.slots is not None and not self.slots.acquire(
+                self, self._cancel_event, self._report_queue_position
+            ):
+                self._finish(
+                    JobState.CANCELLED,
+                    f"{self._cancel_reason or 'Stopped by request'} while waiting for a "
+                    "training slot.",
+                )
+                return self.progress()
+            try:
+                return self._run_with_slot()
+            finally:
+                if self.slots is not None:
+                    self.slots.release()
         finally:
-            if self.slots is not None:
-                self.slots.release()
+            self._done_callbacks.fire(self)
 
     def _report_queue_position(self, position: int) -> None:
         with self._lock:
@@ -347,8 +354,8 @@ class TrainingJob:
             elif self._cancel_event.is_set():
                 self._finish(
                     JobState.CANCELLED,
-                    f"Stopped by request after {self._epoch} epoch(s) and {self._batch} "
-                    "batch(es) of the next; results so far are kept.",
+                    f"{self._cancel_reason or 'Stopped by request'} after {self._epoch} "
+                    f"epoch(s) and {self._batch} batch(es) of the next; results so far are kept.",
                 )
             else:
                 self._finish(JobState.FINISHED, f"Finished {self._epoch} epoch(s).")
@@ -453,9 +460,19 @@ class TrainingJob:
         self._thread = threading.Thread(target=self.run, name="freezelab-training", daemon=True)
         self._thread.start()
 
-    def cancel(self) -> None:
-        """Asks the job to stop after the current batch (safe from any thread)."""
+    def cancel(self, reason: str = "") -> None:
+        """Asks the job to stop after the current batch (safe from any thread).
+
+        Args:
+            reason: Why, in words, for the final message (default "Stopped by request").
+        """
+        if reason and not self._cancel_event.is_set():
+            self._cancel_reason = str(reason)
         self._cancel_event.set()
+
+    def add_done_callback(self, callback) -> None:
+        """Calls `callback(job)` once the job has ended (see `models.job.Job`)."""
+        self._done_callbacks.add(self, callback)
 
     def wait(self, timeout: float | None = None) -> TrainingProgress:
         """Waits for a started job to end (or for `timeout` seconds) and returns its progress."""

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import keras
 
 from models.datasets import ImageDataset
-from models.job import Job
+from models.export import run_config
+from models.job import Job, RunEnding
 from models.plans import FreezePlan
 from models.template import ModelTemplate
 from models.training import JobState, TrainingConfig, TrainingJob, TrainingSlots
@@ -52,6 +53,12 @@ class Run:
     layer_order: list[str] = field(default_factory=list)
     depths: dict[str, int] = field(default_factory=dict)
     name: str = ""
+    orphaned: bool = False
+
+    @property
+    def ending(self) -> RunEnding | None:
+        """How the run ended (finished, stopped, failed, orphaned); None while it trains."""
+        return RunEnding.of(self.job.progress().state, self.orphaned)
 
     @property
     def display_name(self) -> str:
@@ -92,6 +99,7 @@ class Workspace:
         self.slots = slots
         self._run_ids = itertools.count(1)
         self.runs: list[Run] = []
+        self._run_listeners: list[Callable[[Run], None]] = []
         self.revision = 0
         self.seed = seed
         self.template = template
@@ -118,6 +126,7 @@ class Workspace:
             dataset.num_classes,
             rescaling=template.rescaling,
             preprocessing=template.preprocessing,
+            input_dtype=dataset.x.dtype,
             name=TRANSFER_MODEL_NAME,
         )
         tree = LayerTree(model)
@@ -297,7 +306,31 @@ class Workspace:
         )
         self.runs.append(run)
         del self.runs[:-MAX_RUNS_KEPT]
+        job.add_done_callback(lambda _job: self._run_ended(run))
         return run
+
+    def add_run_listener(self, listener: Callable[[Run], None]) -> None:
+        """Calls `listener(run)` whenever one of this workspace's runs ends, however it ended.
+
+        The listener runs in the job's own thread right after the run ended (not on the next
+        page rerun), so a run is kept even when no page is left to show it.
+
+        Args:
+            listener: Called with the ended `Run` (its `ending` says how it ended).
+
+        Example:
+        >>> workspace.add_run_listener(lambda run: store.save(session_id, RunSnapshot.of(run)))
+        """
+        if not callable(listener):
+            raise TypeError(f"`listener` must be callable; received {type(listener).__name__}.")
+        with self._lock:
+            self._run_listeners.append(listener)
+
+    def _run_ended(self, run: Run) -> None:
+        with self._lock:
+            listeners = list(self._run_listeners)
+        for listener in listeners:
+            listener(run)  # DoneCallbacks logs a listener's failure
 
     @staticmethod
     def _train(run: Run, background: bool) -> Run:
@@ -307,6 +340,23 @@ class Workspace:
         else:
             run.job.run()
         return run
+
+    def run_config(self, run: Run) -> dict[str, Any]:
+        """The run config of one of this workspace's runs (for export, restore and storage).
+
+        Example:
+        >>> workspace.run_config(workspace.latest_run)["training"]["epochs"]
+        3
+        """
+        return run_config(
+            self.template,
+            self.dataset.name,
+            run.dataset_title,
+            run.frozen_paths,
+            run.config,
+            run.counts,
+            run_id=run.run_id,
+        )
 
     def continue_run_ids_after(self, last_run_id: int) -> None:
         """Numbers the next runs after `last_run_id` (runs restored from disk keep theirs)."""
@@ -319,3 +369,21 @@ class Workspace:
         run = self.latest_run
         if run is not None:
             run.job.cancel()
+
+    def stop_orphaned(self, seconds_gone: float) -> Run | None:
+        """Stops the running job of a page that has been gone `seconds_gone` seconds.
+
+        The run ends as `RunEnding.ORPHANED`, with a message saying why.
+
+        Returns:
+            The run that was stopped, or None when nothing was training.
+        """
+        run = self.latest_run
+        if run is None or not self.is_training:
+            return None
+        run.orphaned = True
+        run.job.cancel(
+            f"Stopped by the server: the page was closed for {seconds_gone:.0f} s, longer than "
+            "the grace period,"
+        )
+        return run

@@ -65,7 +65,8 @@ def test_a_dataset_request_switches_data_and_a_csv_brings_its_dense_base():
     at = run_script(script)
     assert at.session_state["after_bundled"] == "shapes"
     assert at.session_state["after_csv"] == ((2,), (2,))
-    assert any("Dense base" in note for note in at.session_state["data_notes"])
+    kept = at.session_state["url_session_values"]  # kept for the URL session, not the socket
+    assert any("Dense base" in note for note in kept["data_notes"])
 
 
 def test_restore_applies_the_plan_and_settings_and_a_bad_file_keeps_the_work(tmp_path):
@@ -149,17 +150,18 @@ def test_a_batch_larger_than_the_data_is_reduced_with_a_notice():
 def test_renames_reach_live_runs_and_runs_kept_on_disk():
     def script():
         from components import actions, state
+        from components.resources import run_store
         from models.training import TrainingConfig
 
         workspace = actions.open_workspace()
         workspace.start_run(TrainingConfig(epochs=1, batch_size=64), background=False)
-        actions.save_ended_runs(workspace)
-        actions.restore_stored_runs(workspace)  # as after a refresh: run 1 is on disk
+        stored, _ = run_store().load(actions.session_id())  # saved when it ended
+        state.put(state.STORED_RUNS, stored)  # as after a refresh: run 1 is on disk
         workspace.runs.clear()
         workspace.start_run(TrainingConfig(epochs=1, batch_size=64), background=False)
         actions.rename_runs(workspace, {1: "kept", 2: "live"})
         state.put("names", [s.display_name for s in actions.run_snapshots(workspace)])
-        stored, _ = actions.run_store().load(actions.session_id())
+        stored, _ = run_store().load(actions.session_id())
         state.put("on_disk", {s.run_id: s.display_name for s in stored})
 
     at = run_script(script)

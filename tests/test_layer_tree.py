@@ -284,9 +284,7 @@ def test_payload_own_counts_sum_to_keras_totals_for_random_plans(seed):
     nodes = tree_payload(tree.nodes())["nodes"]
     root_trainable = nodes[0]["trainable"]
     trainable = sum(
-        n["own_params"] - n["own_state_params"]
-        for n in nodes
-        if n["trainable"] and root_trainable
+        n["own_params"] - n["own_state_params"] for n in nodes if n["trainable"] and root_trainable
     )
     total = sum(n["own_params"] for n in nodes)
     assert trainable == sum(math.prod(w.shape) for w in model.trainable_weights)

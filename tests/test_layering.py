@@ -30,8 +30,8 @@ SOURCES = {
     "models.keras_datasets", "models.template", "models.upload_images", "models.upload_model",
     "models.upload_tables",
 }  # fmt: skip
-FORMATS = {"models.export", "models.run_store"}
-SESSION = {"models.workspace"}
+FORMATS = {"models.export", "models.run_store", "models.session_record"}
+SESSION = {"models.sessions", "models.workspace"}
 WORKSHOP = {"models.lessons", "models.pitfalls", "models.presets"}
 
 

@@ -23,8 +23,6 @@ from tests.test_tree import small_nested_model
 BASE = "outer/inner"
 
 
-
-
 def keras_trainable(model: keras.Model) -> tuple[set[str], int]:
     """Independent reference: Keras's own trainable weights (names and parameter count)."""
     names = {weight.path for weight in model.trainable_weights}
