@@ -52,7 +52,7 @@ def comparison_table(runs: Sequence[RunSnapshot]) -> pd.DataFrame:
                 "Train accuracy": _last(history, "accuracy"),
                 "Validation loss": _last(history, "val_loss"),
                 "Validation accuracy": _last(history, "val_accuracy"),
-                "State": run.state.value,
+                "State": run.state.value if run.ending is None else run.ending.value,
                 "Frozen layers unchanged": (
                     None if run.verification is None else run.verification.all_unchanged
                 ),

@@ -13,7 +13,7 @@ from components.figures import (
     training_curves_figure,
 )
 from components.state import Notice, escape_markdown, kept_widget, show, show_error
-from models.job import PhaseBoundary
+from models.job import PhaseBoundary, RunEnding
 from models.limits import (
     EPOCHS_RANGE,
     LAYERS_PER_STEP_RANGE,
@@ -265,6 +265,11 @@ def render_run_summary(run: RunSnapshot) -> None:
         "parameters"
     )
     st.caption(f"Frozen flags at the start: {escape_markdown(format_paths(frozen, 12)) or 'none'}")
+    if run.ending is RunEnding.ORPHANED:
+        st.caption(
+            ":material/link_off: Ended as **orphaned**: its page was closed longer than the "
+            "grace period, so the server stopped it, freed its training slot and kept it."
+        )
     if run.execution_note:
         icon = ":material/bolt:" if run.execution_cached else ":material/info:"
         st.caption(f"{icon} {escape_markdown(run.execution_note)}")

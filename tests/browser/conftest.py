@@ -11,10 +11,25 @@ from tests.browser.harness import CHROMIUM_ARGS, ROOT, find_chromium, streamlit_
 ARTIFACTS = ROOT / "test-artifacts"
 
 
+ORPHAN_GRACE_SECONDS = 10  # short, so a closed page's job is cancelled within a test
+
+
 @pytest.fixture(scope="session")
-def app_url() -> str:
+def runs_folder(tmp_path_factory) -> Path:
+    """The server's runs folder (FREEZELAB_RUNS_DIR), fresh for every test session."""
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="session")
+def app_url(runs_folder) -> str:
     """A FreezeLab server for the whole session; its log stays in test-artifacts/."""
-    with streamlit_server(log_path=ARTIFACTS / "streamlit-server.log") as url:
+    environment = {
+        "FREEZELAB_ORPHAN_GRACE_S": str(ORPHAN_GRACE_SECONDS),
+        "FREEZELAB_RUNS_DIR": str(runs_folder),
+    }
+    with streamlit_server(
+        log_path=ARTIFACTS / "streamlit-server.log", environment=environment
+    ) as url:
         yield url
 
 

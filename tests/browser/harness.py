@@ -58,7 +58,10 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def streamlit_server(
-    port: int | None = None, log_path: Path | None = None, timeout: float = 90
+    port: int | None = None,
+    log_path: Path | None = None,
+    timeout: float = 90,
+    environment: dict[str, str] | None = None,
 ) -> Iterator[str]:
     """Runs `streamlit run app.py` headless on localhost for the duration of the block.
 
@@ -66,6 +69,8 @@ def streamlit_server(
         port: Port to use; a free one when None.
         log_path: Where the server's output goes (kept for failures); a temp file when None.
         timeout: Seconds to wait for `/_stcore/health` to answer "ok".
+        environment: Extra environment variables for the server (e.g. a short
+            FREEZELAB_ORPHAN_GRACE_S).
 
     Yields:
         The app's URL, e.g. "http://localhost:8765".
@@ -73,7 +78,9 @@ def streamlit_server(
     port = port or free_port()
     log_path = log_path or Path(os.environ.get("TMPDIR", "/tmp")) / f"freezelab-{port}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+    environment = dict(
+        os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1", **(environment or {})
+    )
     command = [
         sys.executable, "-m", "streamlit", "run", "app.py",
         "--server.headless", "true",

@@ -299,3 +299,80 @@ def check_random_clicks_against_keras(page: Page, base: str) -> None:
         # The server's exact totals follow after the rerun (expect retries until it has run).
         expect(metric(page, "Trainable params")).to_have_text(f"{keras_trainable:,}")
         wait_for_app(page)
+
+
+# ------------------------------------------------------------- a room: refresh and close
+def session_of(page: Page) -> str:
+    return re.search(r"[?&]session=([A-Za-z0-9_-]+)", page.url).group(1)
+
+
+def test_a_refresh_mid_run_reattaches_to_the_run_and_keeps_plan_and_settings(page: Page, app_url):
+    open_app(page, app_url)
+    go(page, "2 · Freeze")
+    checkbox(page, BASE).click()
+    trainable, _ = expected_counts_with_base_frozen()
+    expect(metric(page, "Trainable params")).to_have_text(trainable)
+    go(page, "3 · Data")
+    split = page.get_by_role("slider", name="Validation split")
+    split.focus()
+    split.press("ArrowRight")  # 0.20 -> 0.25
+    wait_for_app(page)
+    set_epochs(page, 200)
+    page.get_by_role("button", name="▶ Train").click()
+    expect(page.get_by_text(re.compile(r"Epoch \d+/200 · batch")).first).to_be_visible(
+        timeout=90_000
+    )
+    page.reload()
+    # The refreshed page opens on the run, still live, and says so.
+    expect(page.get_by_text(re.compile("still training: this page is attached"))).to_be_visible(
+        timeout=90_000
+    )
+    bar = page.get_by_role("tabpanel", name="4 · Train").locator("[data-testid=stProgress]")
+    first = bar.first.inner_text()
+    expect(bar.first).not_to_have_text(first, timeout=30_000)  # progress moves on
+    expect(page.get_by_label("Epochs", exact=True)).to_have_value("200")
+    page.get_by_role("button", name="■ Stop").click()
+    expect(page.get_by_text(re.compile(r"Stopped by request after \d+ epoch"))).to_be_visible(
+        timeout=30_000
+    )
+    go(page, "2 · Freeze")
+    expect(checkbox(page, BASE)).to_be_checked()
+    expect(metric(page, "Trainable params")).to_have_text(trainable)
+    go(page, "3 · Data")
+    expect(page.get_by_role("slider", name="Validation split")).to_have_value("0.25")
+
+
+def test_a_closed_page_has_its_job_cancelled_after_the_grace_period_and_saved_as_orphaned(
+    browser, app_url, runs_folder
+):
+    from tests.browser.conftest import ORPHAN_GRACE_SECONDS
+
+    leaving = browser.new_context().new_page()
+    open_app(leaving, app_url)
+    set_epochs(leaving, 1000)
+    leaving.get_by_role("button", name="▶ Train").click()
+    expect(leaving.get_by_text(re.compile(r"Epoch \d+/1000 · batch")).first).to_be_visible(
+        timeout=90_000
+    )
+    address, session_id = leaving.url, session_of(leaving)
+    leaving.context.close()  # the learner closes the tab mid-run
+    closed_at = time.monotonic()
+    record = runs_folder / session_id / "run-000001.json"
+    while not record.exists():
+        assert time.monotonic() - closed_at < ORPHAN_GRACE_SECONDS + 60, "never cancelled"
+        time.sleep(0.5)
+    stored = json.loads(record.read_text())
+    assert stored["ending"] == "orphaned" and stored["state"] == "cancelled"
+    assert time.monotonic() - closed_at > ORPHAN_GRACE_SECONDS - 3  # not before the grace
+    # The slot is free: another learner's run starts and finishes at once.
+    other = browser.new_context().new_page()
+    open_app(other, app_url)
+    set_epochs(other, 1)
+    other.get_by_role("button", name="▶ Train").click()
+    go(other, "4 · Train")
+    expect(other.get_by_text("Finished 1 epoch(s).")).to_be_visible(timeout=60_000)
+    # Coming back to the same link shows the run, marked as orphaned.
+    returning = browser.new_context().new_page()
+    open_app(returning, address)
+    go(returning, "4 · Train")
+    expect(returning.get_by_text(re.compile("Ended as orphaned"))).to_be_visible(timeout=30_000)
