@@ -27,8 +27,10 @@ PROGRESS_REPORTS = 50  # progress calls while decoding a zip's images, about
 # one colour compress very well).
 RATIO_CHECK_MIN_BYTES = 1024 * 1024
 MAX_IMAGE_PIXELS = 40_000_000
-# The float32 images must fit in memory: images x size x size x 3 channels x 4 bytes.
-DEFAULT_MAX_DATASET_BYTES = 1024 * 1024 * 1024
+# The decoded images must fit in memory: images x size x size x 3 channels, one byte each
+# (uint8; grayscale images keep 1 channel once all are read). A caller passes what the
+# server can spare now as `max_dataset_bytes`.
+DEFAULT_MAX_DATASET_BYTES = 512 * 1024 * 1024
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 256
 # The formats keras.utils.image_dataset_from_directory accepts.
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
@@ -48,17 +50,70 @@ class _Member:
     display_path: str
 
 
+@dataclass(frozen=True)
+class _Limits:
+    """A zip upload's checked limits."""
+
+    max_files: int
+    max_total_bytes: int
+    max_ratio: float
+    max_dataset_bytes: int
+
+
 # --------------------------------------------------------------------------- arguments
+def largest_useful_image_size(input_shape: tuple | None) -> int | None:
+    """The largest image side worth storing for a base model: its input's larger side.
+
+    A transfer model resizes every image to its base's input size, so storing images larger
+    than that only costs memory. Bases that take any size (`None` in their input shape), and
+    feature-vector bases, give None: no limit.
+
+    Args:
+        input_shape: The base's input shape without the batch axis, e.g.
+            `template.input_shape`: `(8, 8, 1)`, `(96, 96, 3)`, `(None, None, 3)`.
+
+    Returns:
+        `max(height, width)`, or None when unknown.
+
+    Example:
+    >>> largest_useful_image_size((8, 8, 1))
+    8
+    >>> largest_useful_image_size((None, None, 3)) is None
+    True
+    """
+    if input_shape is None or len(input_shape) != 3:
+        return None
+    height, width = input_shape[0], input_shape[1]
+    if height is None or width is None:
+        return None
+    return max(int(height), int(width))
+
+
 def _check_zip_arguments(
-    image_size: object, max_files: object, max_total_bytes: object, max_ratio: object
-) -> tuple[int, int, int, float]:
-    """`(image_size, max_files, max_total_bytes, max_ratio)`, checked and normalised."""
+    image_size: object,
+    max_stored_size: object,
+    max_files: object,
+    max_total_bytes: object,
+    max_ratio: object,
+    max_dataset_bytes: object,
+) -> tuple[int, _Limits]:
+    """`(stored_size, limits)`, checked: the side images are stored at, and the limits."""
     image_size = check_whole_number("image_size", image_size, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
+    max_stored_size = check_whole_number(
+        "max_stored_size",
+        max_stored_size,
+        1,
+        allow_none=True,
+        hint="Pass the base model's input size (e.g. 8 for the bundled CNN), or None.",
+    )
     max_files = check_whole_number("max_files", max_files, 1)
     max_total_bytes = check_whole_number("max_total_bytes", max_total_bytes, 1)
+    max_dataset_bytes = check_whole_number("max_dataset_bytes", max_dataset_bytes, 1)
     if isinstance(max_ratio, bool) or not isinstance(max_ratio, Real) or max_ratio < 1:
         raise ValueError(f"max_ratio must be a number >= 1; received {max_ratio!r}.")
-    return image_size, max_files, max_total_bytes, float(max_ratio)
+    stored_size = image_size if max_stored_size is None else min(image_size, max_stored_size)
+    limits = _Limits(max_files, max_total_bytes, float(max_ratio), max_dataset_bytes)
+    return stored_size, limits
 
 
 def _open_zip(data: bytes, max_total_bytes: int) -> zipfile.ZipFile:
@@ -193,18 +248,20 @@ def _class_members(
     return members
 
 
-def _check_dataset_memory(members: list[_Member], image_size: int) -> None:
-    """Refuses, before decoding, images whose float32 arrays would not fit in memory."""
-    num_image_files = sum(
-        member.display_path.lower().endswith(IMAGE_EXTENSIONS) for member in members
-    )
-    dataset_bytes = num_image_files * image_size * image_size * 3 * 4
-    if dataset_bytes > DEFAULT_MAX_DATASET_BYTES:
+def _count_image_files(members: list[_Member]) -> int:
+    """How many members have an image file's extension (the most images there can be)."""
+    return sum(member.display_path.lower().endswith(IMAGE_EXTENSIONS) for member in members)
+
+
+def _check_dataset_memory(num_image_files: int, stored_size: int, max_dataset_bytes: int) -> None:
+    """Refuses, before decoding, images whose uint8 arrays would not fit in the limit."""
+    dataset_bytes = num_image_files * stored_size * stored_size * 3
+    if dataset_bytes > max_dataset_bytes:
         raise ValueError(
-            f"{num_image_files} images of {image_size}x{image_size} pixels would take "
-            f"{human_size(dataset_bytes)} of memory, more than the "
-            f"{human_size(DEFAULT_MAX_DATASET_BYTES)} allowed. Choose a smaller image "
-            "size or upload fewer images."
+            f"{num_image_files} images of {stored_size}x{stored_size} pixels would take "
+            f"{human_size(dataset_bytes)} in memory; this server allows "
+            f"{human_size(max_dataset_bytes)} per dataset now. Upload fewer images or "
+            "choose a smaller image size."
         )
 
 
@@ -248,6 +305,8 @@ def _decode_image(content: bytes, image_size: int) -> np.ndarray:
                 raise ValueError(
                     f"{width}x{height} pixels is more than the {MAX_IMAGE_PIXELS:,} allowed"
                 )
+            # A JPEG decodes straight at a reduced scale (still at least image_size).
+            image.draft(None, (image_size, image_size))
             rgb = image.convert("RGB")
     resized = rgb.resize((image_size, image_size), Image.Resampling.BILINEAR)
     return np.asarray(resized, dtype="uint8")
@@ -285,12 +344,17 @@ def _read_images(
     members: list[_Member],
     *,
     image_size: int,
+    num_image_files: int,
     max_total_bytes: int,
     notes_out: list[str],
     on_progress: Callable[[int, int], None] | None = None,
-) -> tuple[list[np.ndarray], list[str]]:
-    """`(images, class_of_image)` of the decodable images; refuses more than the byte limit."""
-    images: list[np.ndarray] = []
+) -> tuple[np.ndarray, list[str]]:
+    """`(pixels, class_of_image)`: the decodable images as one uint8 RGB array, their classes.
+
+    The array is allocated once for `num_image_files` images and filled as they decode (no
+    list of arrays to stack); refuses more than `max_total_bytes` read.
+    """
+    pixels = np.empty((num_image_files, image_size, image_size, 3), dtype="uint8")
     class_of_image: list[str] = []
     bytes_read = 0
     every = max(1, -(-len(members) // PROGRESS_REPORTS))  # ceiling: at most that many calls
@@ -314,11 +378,13 @@ def _read_images(
         image = _decoded_or_none(content, image_size, member.display_path, notes_out)
         if image is None:
             continue
-        images.append(image)
+        pixels[len(class_of_image)] = image
         class_of_image.append(member.class_name)
     if on_progress is not None:
         on_progress(len(members), len(members))
-    return images, class_of_image
+    if len(class_of_image) < num_image_files:  # some could not be decoded
+        pixels = pixels[: len(class_of_image)].copy()
+    return pixels, class_of_image
 
 
 # --------------------------------------------------------------------------- the dataset
@@ -347,16 +413,15 @@ def _classes_with_images(
 
 
 def _image_arrays(
-    images: list[np.ndarray], class_of_image: list[str], class_names: list[str]
+    pixels: np.ndarray, class_of_image: list[str], class_names: list[str]
 ) -> tuple[np.ndarray, np.ndarray, bool]:
-    """`(x, y, is_colour)`: images scaled to [0, 1] (1 channel if none has colour), labels."""
-    stacked = np.stack(images)
+    """`(x, y, is_colour)`: uint8 images (1 channel if none has colour, else 3), labels."""
     is_colour = bool(
-        np.any(stacked[..., 0] != stacked[..., 1]) or np.any(stacked[..., 1] != stacked[..., 2])
+        np.any(pixels[..., 0] != pixels[..., 1]) or np.any(pixels[..., 1] != pixels[..., 2])
     )
-    x = stacked.astype("float32") / 255.0
+    x = pixels
     if not is_colour:
-        x = x[..., :1]
+        x = np.ascontiguousarray(pixels[..., :1])  # a copy: the 3-channel array is freed
     label_of_class = {name: label for label, name in enumerate(class_names)}
     y = np.array([label_of_class[name] for name in class_of_image], dtype="int64")
     return x, y, is_colour
@@ -388,13 +453,15 @@ def load_image_zip(
     data: bytes,
     *,
     image_size: int = 64,
+    max_stored_size: int | None = None,
     max_files: int = DEFAULT_MAX_ZIP_FILES,
     max_total_bytes: int = DEFAULT_MAX_ZIP_TOTAL_BYTES,
     max_ratio: float = DEFAULT_MAX_ZIP_RATIO,
+    max_dataset_bytes: int = DEFAULT_MAX_DATASET_BYTES,
     filename: str = "images.zip",
     on_progress: Callable[[int, int], None] | None = None,
 ) -> tuple[ImageDataset, list[str]]:
-    """Reads a zip of class folders (`class_name/*.png|jpg`) into an `ImageDataset`.
+    """Reads a zip of class folders (`class_name/*.png|jpg`) into a uint8 `ImageDataset`.
 
     Nothing is extracted to disk: entries are read in memory with `zipfile`. The zip is
     refused (ValueError) when an entry has an absolute path or a `..` component, when it
@@ -403,69 +470,87 @@ def load_image_zip(
     `max_ratio` times (a zip bomb). Directories, symbolic links, encrypted entries, hidden
     files and `__MACOSX` are ignored. Class names are the top-level folder names, sorted (a
     single folder wrapping them all is accepted). Files that are not images, or that Pillow
-    cannot decode, are skipped and reported by name. Images are converted to RGB, resized to
-    `image_size` x `image_size` (bilinear, aspect ratio not kept, like Keras's
-    `image_dataset_from_directory`) and scaled to [0, 1]; if no image has colour (all
-    grayscale), the dataset has 1 channel, else 3. The float32 images may take at most
-    `DEFAULT_MAX_DATASET_BYTES` (1 GiB) of memory.
+    cannot decode, are skipped and reported by name.
+
+    Images are converted to RGB and resized (bilinear, antialiased when shrinking, aspect
+    ratio not kept, like Keras's `image_dataset_from_directory`) straight to the stored
+    size, `min(image_size, max_stored_size)`: a model resizes its input to its base's size
+    anyway, so larger images would only cost memory. They are kept as uint8 pixels 0..255
+    (a quarter of float32's memory; the model scales each batch, see
+    `build_transfer_model(..., input_dtype="uint8")`); if no image has colour (all
+    grayscale), the dataset has 1 channel, else 3. Before any image is decoded, the zip is
+    refused when `images x size x size x 3` bytes would exceed `max_dataset_bytes`.
 
     Args:
         data: The zip file's bytes.
-        image_size: Height and width of the output images, 8 to 256.
+        image_size: The side the user asked for, 8 to 256.
+        max_stored_size: The largest side worth storing, e.g. the base model's input size
+            (`largest_useful_image_size(template.input_shape)`); None stores `image_size`.
         max_files: Most files (not counting directories and ignored entries).
         max_total_bytes: Most uncompressed bytes, declared and read.
         max_ratio: Largest expansion ratio of an entry of 1 MiB or more.
+        max_dataset_bytes: Most bytes the decoded images may take in memory (what the server
+            can spare for one dataset now).
         filename: The upload's name, for titles.
         on_progress: Called as `on_progress(files_read, files_total)` about
             `PROGRESS_REPORTS` times while images are decoded (a page shows a progress bar).
 
     Returns:
-        `(dataset, warnings)`: the `ImageDataset` and human-readable notes about skipped or
-        ignored entries and class imbalance.
+        `(dataset, warnings)`: the `ImageDataset` (uint8 x of shape `(N, size, size, 1 or 3)`)
+        and human-readable notes about skipped or ignored entries and class imbalance.
 
     Raises:
-        ValueError: For an unsafe, empty or unusable zip, or fewer than 2 classes with images.
+        ValueError: For an unsafe, empty, unusable or too large zip, or fewer than 2 classes
+            with images.
 
     Example:
-    >>> dataset, notes = load_image_zip(Path("pets.zip").read_bytes(), image_size=32)
-    >>> dataset.class_counts()
+    >>> dataset, notes = load_image_zip(
+    ...     Path("digits.zip").read_bytes(), image_size=64, max_stored_size=8)
+    >>> dataset.x.dtype, dataset.input_shape, dataset.nbytes
+    (dtype('uint8'), (8, 8, 1), 720000)
     """
     data = checked_bytes(data, "load_image_zip")
-    image_size, max_files, max_total_bytes, max_ratio = _check_zip_arguments(
-        image_size, max_files, max_total_bytes, max_ratio
+    stored_size, limits = _check_zip_arguments(
+        image_size, max_stored_size, max_files, max_total_bytes, max_ratio, max_dataset_bytes
     )
     notes: list[str] = []
-    with _open_zip(data, max_total_bytes) as archive:
+    with _open_zip(data, limits.max_total_bytes) as archive:
         files = _file_entries(
             archive,
-            max_files=max_files,
-            max_total_bytes=max_total_bytes,
-            max_ratio=max_ratio,
+            max_files=limits.max_files,
+            max_total_bytes=limits.max_total_bytes,
+            max_ratio=limits.max_ratio,
             warnings_out=notes,
         )
         members = _class_members(files, notes)
-        _check_dataset_memory(members, image_size)
-        images, class_of_image = _read_images(
+        num_image_files = _count_image_files(members)
+        _check_dataset_memory(num_image_files, stored_size, limits.max_dataset_bytes)
+        pixels, class_of_image = _read_images(
             archive,
             members,
-            image_size=image_size,
-            max_total_bytes=max_total_bytes,
+            image_size=stored_size,
+            num_image_files=num_image_files,
+            max_total_bytes=limits.max_total_bytes,
             notes_out=notes,
             on_progress=on_progress,
         )
 
     class_names, counts = _classes_with_images(members, class_of_image, notes)
-    x, y, is_colour = _image_arrays(images, class_of_image, class_names)
+    x, y, is_colour = _image_arrays(pixels, class_of_image, class_names)
+    del pixels
     notes += _imbalance_notes(class_names, counts)
     display = str(filename).replace("\\", "/").rsplit("/", 1)[-1][:100] or "images.zip"
-    colour_text = "RGB" if is_colour else "grayscale"
+    size_text = f"resized to {stored_size}x{stored_size}"
+    if stored_size < image_size:
+        size_text += f" (the model's input size; {image_size}x{image_size} was asked)"
     dataset = ImageDataset(
         name="uploaded_images",
         title=f"Uploaded images: {display} ({len(class_names)} classes)",
         description=(
             f"{len(y)} images from {display} in {len(class_names)} classes "
             f"({', '.join(class_names[:10])}{', ...' if len(class_names) > 10 else ''}), "
-            f"resized to {image_size}x{image_size}, {colour_text}, scaled to [0, 1]."
+            f"{size_text}, {'RGB' if is_colour else 'grayscale'}, stored as uint8 pixels "
+            "0..255."
         ),
         x=x,
         y=y,

@@ -168,6 +168,52 @@ def test_uint8_rescaling_is_bitwise_numpy_division_and_round_trips(tmp_path):
     )
 
 
+def _trained_on(pixels, labels, input_dtype, *, freeze_base):
+    """A transfer model built with seed 0 and trained by a TrainingJob with seed 3."""
+    from models.training import TrainingConfig, TrainingJob
+
+    keras.utils.set_random_seed(0)
+    base = tiny_base((8, 8, 3), batch_norm=True)
+    model = build_transfer_model(base, pixels.shape[1:], 3, input_dtype=input_dtype)
+    base.trainable = not freeze_base
+    config = TrainingConfig(epochs=2, batch_size=16, validation_fraction=0.25, seed=3)
+    job = TrainingJob(model, pixels, labels, config=config, tree=LayerTree(model))
+    job.run()
+    assert job.progress().state.value == "finished", job.progress().message
+    return model, job
+
+
+@pytest.mark.parametrize("freeze_base", [False, True], ids=["plain_fit", "prefix_cache"])
+def test_training_on_uint8_pixels_gives_bitwise_the_weights_of_float_images(freeze_base):
+    """uint8 storage + the model's per-batch scaling == float32 storage of x / 255.
+
+    Bitwise, not within a tolerance: `Uint8Rescaling` looks up NumPy's own x / 255 values, so
+    the first layer after the input sees the same float32 numbers on both paths and every
+    later computation is identical (with `keras.layers.Rescaling(1 / 255)` the weights differ
+    by about 6e-8 after two epochs, since it multiplies instead of dividing).
+    """
+    rng = np.random.default_rng(7)
+    pixels = rng.integers(0, 256, (60, 16, 16, 1), dtype=np.uint8)
+    labels = np.arange(60) % 3
+    uint8_model, uint8_job = _trained_on(pixels, labels, "uint8", freeze_base=freeze_base)
+    float_model, float_job = _trained_on(
+        pixels.astype("float32") / 255, labels, "float32", freeze_base=freeze_base
+    )
+    assert uint8_job.execution_plan.cached is freeze_base  # the cache predicts on uint8 batches
+    assert uint8_job.parameter_counts == float_job.parameter_counts
+    float_weights = {weight.path: weight for weight in float_model.weights}
+    assert len(uint8_model.weights) == len(float_weights)
+    for weight in uint8_model.weights:
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(weight),
+            keras.ops.convert_to_numpy(float_weights[weight.path]),
+            err_msg=weight.path,
+        )
+    assert uint8_job.history_frame().equals(float_job.history_frame())
+    if freeze_base:
+        assert uint8_job.verification().all_unchanged  # the proof still holds
+
+
 @pytest.mark.parametrize(
     ("data_input_shape", "input_dtype", "fragment"),
     [

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.upload_images import PROGRESS_REPORTS, load_image_zip
+from models import upload_images
+from models.datasets import ImageDataset
+from models.upload_images import PROGRESS_REPORTS, largest_useful_image_size, load_image_zip
 
 pytestmark = pytest.mark.usefixtures("offline_keras_home")
 
@@ -16,6 +18,12 @@ pytestmark = pytest.mark.usefixtures("offline_keras_home")
 def png_bytes(colour, size=(10, 6), mode="RGB"):
     buffer = io.BytesIO()
     Image.new(mode, size, colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def png_from_array(pixels):
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -59,11 +67,12 @@ def test_a_zip_of_class_folders_becomes_a_dataset_and_skipped_files_are_named():
     assert dataset.class_names == ("cats", "dogs")
     assert dataset.x.shape == (3, 16, 16, 3)
     assert dataset.class_counts().to_dict() == {"cats": 2, "dogs": 1}
-    assert dataset.x.min() >= 0.0 and dataset.x.max() <= 1.0
-    # A solid red PNG stays exactly red after resizing and scaling.
+    assert dataset.x.dtype == np.uint8  # pixels 0..255: the model scales each batch
+    # A solid red PNG stays exactly red after resizing.
     red = dataset.x[dataset.y == 0][0]
-    np.testing.assert_array_equal(red[..., 0], 1.0)
-    np.testing.assert_array_equal(red[..., 1:], 0.0)
+    np.testing.assert_array_equal(red[..., 0], 255)
+    np.testing.assert_array_equal(red[..., 1:], 0)
+    assert "stored as uint8 pixels 0..255" in dataset.description
     text = "\n".join(notes)
     assert "Skipped 'pets/cats/notes.txt': not an image file (extension .txt" in text
     assert "Skipped 'pets/cats/broken.png': it cannot be decoded as an image" in text
@@ -80,7 +89,9 @@ def test_grayscale_images_give_one_channel_and_rgb_gray_counts_as_gray():
     }
     dataset, notes = load_image_zip(make_zip(entries), image_size=8)
     assert dataset.x.shape == (3, 8, 8, 1)
-    np.testing.assert_allclose(dataset.x[0], 30 / 255, rtol=1e-6)
+    np.testing.assert_array_equal(dataset.x[0], 30)
+    assert dataset.x.flags.c_contiguous and dataset.x.base is None  # no 3-channel array kept
+    assert dataset.nbytes == 3 * 8 * 8 * 1 + 3 * 8
     assert notes == []
 
 
@@ -192,10 +203,108 @@ def test_class_imbalance_is_reported():
     assert any("imbalanced: 'big' has 6 images, 'small' only 1" in note for note in notes)
 
 
-def test_a_dataset_too_large_for_memory_is_refused_before_decoding():
+def test_a_dataset_too_large_for_memory_is_refused_before_decoding(monkeypatch):
+    def never_decode(*args):
+        raise AssertionError("an image was decoded before the memory check")
+
+    monkeypatch.setattr(upload_images, "_decode_image", never_decode)
     entries = {f"c{index % 2}/{index}.png": b"not decoded" for index in range(1400)}
-    with pytest.raises(ValueError, match=r"1400 images of 256x256 pixels would take 1050\.00 MiB"):
-        load_image_zip(make_zip(entries), image_size=256)
+    reports = []
+    with pytest.raises(ValueError) as raised:
+        load_image_zip(
+            make_zip(entries),
+            image_size=256,
+            max_dataset_bytes=100 * 1024 * 1024,
+            on_progress=lambda *report: reports.append(report),
+        )
+    # uint8 bytes at the stored size, 3 channels: 1400 x 256 x 256 x 3.
+    assert str(raised.value) == (
+        "1400 images of 256x256 pixels would take 262.50 MiB in memory; this server allows "
+        "100.00 MiB per dataset now. Upload fewer images or choose a smaller image size."
+    )
+    assert reports == []  # not even the first progress report: nothing was read
+
+
+def test_the_memory_estimate_counts_the_stored_size_not_the_asked_one(monkeypatch):
+    entries = {f"c{index % 2}/{index}.png": b"not decoded" for index in range(1400)}
+    data = make_zip(entries)
+    with pytest.raises(ValueError, match="would take"):
+        load_image_zip(data, image_size=256, max_dataset_bytes=1024 * 1024)
+    # Stored at 8x8 (the model's input size): 1400 x 8 x 8 x 3 bytes fit in 1 MiB.
+    with pytest.raises(ValueError, match="holds no decodable images"):
+        load_image_zip(data, image_size=256, max_stored_size=8, max_dataset_bytes=1024 * 1024)
+
+
+def test_ten_thousand_digit_images_are_stored_as_uint8_at_the_model_size():
+    """The workshop's measured case: 10,000 28x28 digits, a model that sees 8x8."""
+    rng = np.random.default_rng(0)
+    strokes = rng.integers(0, 256, size=(10, 28, 28), dtype=np.uint8)
+    entries = {}
+    for index in range(10_000):
+        digit = index % 10
+        pixels = np.roll(strokes[digit], index % 7, axis=1)
+        entries[f"digits/{digit}/{index}.png"] = png_from_array(pixels)
+    data = make_zip(entries, compression=zipfile.ZIP_STORED)
+    dataset, notes = load_image_zip(data, image_size=64, max_stored_size=8, filename="d.zip")
+    assert notes == []
+    assert dataset.x.dtype == np.uint8 and dataset.x.shape == (10_000, 8, 8, 1)
+    # 640,000 bytes of pixels + 80,000 of int64 labels, against 163,840,000 bytes for the
+    # float32 images at 64x64 this zip used to take (and 4x that while loading).
+    assert dataset.nbytes == 10_000 * 8 * 8 + 10_000 * 8 <= 3 * 1024 * 1024
+    assert "resized to 8x8 (the model's input size; 64x64 was asked)" in dataset.description
+    # Decoded straight to 8x8, as Pillow resizes the 28x28 image.
+    original = Image.fromarray(np.roll(strokes[3], 3, axis=1))  # entry digits/3/3.png
+    expected = np.asarray(original.convert("RGB").resize((8, 8), Image.BILINEAR))[..., 0]
+    first_three = np.flatnonzero(dataset.y == 3)[0]
+    np.testing.assert_array_equal(dataset.x[first_three, ..., 0], expected)
+
+
+def test_an_uploaded_zip_trains_to_bitwise_the_weights_of_its_float_twin(bundled):
+    """Workspace.start_run on the uint8 upload == on the same images stored as x / 255."""
+    from models.training import TrainingConfig
+    from models.workspace import Workspace
+
+    rng = np.random.default_rng(2)
+    entries = {
+        f"{name}/{index}.png": png_from_array(rng.integers(0, 256, (20, 20), dtype=np.uint8))
+        for name in ("cats", "dogs", "owls")
+        for index in range(12)
+    }
+    uploaded, _ = load_image_zip(make_zip(entries), image_size=16, max_stored_size=16)
+    twin = ImageDataset(
+        "float_twin", "Twin", "", uploaded.x.astype("float32") / 255, uploaded.y,
+        uploaded.class_names,
+    )  # fmt: skip
+    config = TrainingConfig(epochs=2, batch_size=8, validation_fraction=0.25, seed=4)
+    models = []
+    for dataset in (uploaded, twin):
+        workspace = Workspace(bundled, dataset)
+        run = workspace.start_run(config, background=False)
+        assert run.job.progress().state.value == "finished", run.job.progress().message
+        models.append(workspace.model)
+    uint8_model, float_model = models
+    assert uint8_model.inputs[0].dtype == "uint8" and float_model.inputs[0].dtype == "float32"
+    for uint8_weight, float_weight in zip(
+        uint8_model.get_weights(), float_model.get_weights(), strict=True
+    ):
+        np.testing.assert_array_equal(uint8_weight, float_weight)
+
+
+@pytest.mark.parametrize(
+    ("input_shape", "expected"),
+    [((8, 8, 1), 8), ((96, 128, 3), 128), ((None, None, 3), None), ((4,), None), (None, None)],
+)
+def test_largest_useful_image_size_is_the_base_input_side(input_shape, expected):
+    assert largest_useful_image_size(input_shape) == expected
+
+
+def test_a_stored_size_larger_than_asked_changes_nothing():
+    entries = {"a/1.png": png_bytes(30, mode="L"), "b/1.png": png_bytes(200, mode="L")}
+    dataset, _ = load_image_zip(make_zip(entries), image_size=16, max_stored_size=224)
+    assert dataset.input_shape == (16, 16, 1)
+    assert "was asked" not in dataset.description
+    with pytest.raises(ValueError, match=r"`max_stored_size` must be None or a whole number >= 1"):
+        load_image_zip(make_zip(entries), max_stored_size=0)
 
 
 @pytest.mark.parametrize("value", [True, 2.0, 7, 257, "64"])
