@@ -13,6 +13,7 @@ import pytest
 
 from models.bundled import BUNDLED_MODEL_PATH
 from models.catalogue import bundled_template
+from models.datasets import ImageDataset
 from models.dense_base import dense_base_template
 from models.export.files import BASE_MODEL_BUTTON, base_model_file
 from models.export.plan_code import freeze_statements
@@ -283,6 +284,69 @@ def test_exported_script_runs_on_another_machine_from_another_folder(bundled, di
     completed = run_script()
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "Trainable: 165 (FreezeLab: 165)" in completed.stdout
+    assert "'val_accuracy'" in completed.stdout
+
+
+def _uint8_digits(num_samples: int = 80) -> ImageDataset:
+    """An uploaded-like dataset: 16x16 grayscale pixels stored as uint8, 4 classes."""
+    rng = np.random.default_rng(5)
+    pixels = rng.integers(0, 256, (num_samples, 16, 16, 1), dtype=np.uint8)
+    classes = ("a", "b", "c", "d")
+    labels = np.arange(num_samples) % len(classes)
+    return ImageDataset("uploaded_images", "Uploaded images", "", pixels, labels, classes)
+
+
+def test_exported_script_of_a_uint8_dataset_run_runs(bundled, tmp_path):
+    """A run on an upload (uint8 pixels): the script takes uint8 and scales batch by batch."""
+    dataset = _uint8_digits()
+    workspace = Workspace(bundled, dataset)
+    workspace.bulk_action("freeze_base")
+    run = workspace.start_run(TrainingConfig(epochs=1, batch_size=16), background=False)
+    assert run.job.progress().state.value == "finished", run.job.progress().message
+    _assert_same_model(workspace, dataset_key="uploaded_images")  # paths, counts, flags
+    code = generate_code(
+        bundled,
+        dataset.input_shape,
+        dataset.num_classes,
+        workspace.tree.frozen_paths(),
+        run.config,
+        dataset_key="uploaded_images",
+        tree=workspace.tree,
+    )
+    assert 'inputs = keras.Input(shape=(16, 16, 1), dtype="uint8", name="image")' in code
+    assert 'x = keras.layers.Rescaling(1 / 255, name="from_uint8")(x)' in code
+    assert "#   x: uint8 array of shape (num_samples, 16, 16, 1), pixels 0..255" in code
+    assert "models." not in code  # plain Keras: runs without FreezeLab
+    ruff = Path(sys.executable).with_name("ruff")
+    if ruff.is_file():
+        arguments = [str(ruff), "format", "--isolated", "--line-length", "100", "-"]
+        formatted = subprocess.run(arguments, input=code, capture_output=True, text=True)
+        assert formatted.stdout == code
+
+    # The learner's side: their uint8 arrays in place of the placeholder, the base model
+    # file next to the script, run as a program.
+    arrays = tmp_path / "pixels.npz"
+    np.savez(arrays, x=dataset.x, y=dataset.y)
+    placeholder = "x, y = ...  # replace with your arrays"
+    assert code.count(placeholder) == 1
+    loading = f'import numpy as np\n\ndata = np.load(r"{arrays}")\nx, y = data["x"], data["y"]'
+    script = tmp_path / "freezelab_setup.py"
+    script.write_text(code.replace(placeholder, loading), encoding="utf-8")
+    file = base_model_file(bundled)
+    (tmp_path / file.name).write_bytes(file.read_bytes())
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    environment["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    completed = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=environment,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    counts = workspace.tree.totals()
+    assert f"Trainable: {counts.trainable:,} (FreezeLab: {counts.trainable:,})" in completed.stdout
     assert "'val_accuracy'" in completed.stdout
 
 

@@ -29,7 +29,7 @@ from models.export.source import (
     shape_text,
     wrap_call,
 )
-from models.layers import ImagenetPreprocessing, RGBToGrayscale
+from models.layers import ImagenetPreprocessing, RGBToGrayscale, Uint8Rescaling
 from models.template import ModelTemplate
 from models.training import OPTIMIZERS, TrainingConfig
 from models.transfer import TRANSFER_MODEL_NAME, build_transfer_model
@@ -50,6 +50,7 @@ def generate_code(
     dataset_key: str | None = None,
     tree: LayerTree | None = None,
     include_training: bool = True,
+    input_dtype: str = "float32",
 ) -> str:
     """Writes a standalone Keras script that rebuilds a FreezeLab setup and trains it.
 
@@ -78,6 +79,9 @@ def generate_code(
             data). None builds the model here (slower for large bases).
         include_training: False leaves out data loading, compile and fit (the script then
             only builds and freezes the model; tests execute it this way).
+        input_dtype: The images' dtype when `tree` is None: "float32" ([0, 1]) or "uint8"
+            (pixels 0..255, as uploads are stored; the script's model then takes uint8 and
+            scales each batch). With a `tree`, its model's input says it.
 
     Returns:
         The Python source, PEP 8 formatted, ending with a newline.
@@ -94,15 +98,16 @@ def generate_code(
     True
     """
     _check_arguments(template, frozen_paths, config)
-    tree = _tree_for(template, data_input_shape, num_classes, tree)
+    tree = _tree_for(template, data_input_shape, num_classes, tree, input_dtype)
     plan = {str(path) for path in frozen_paths}
     base = _nested_base(tree, plan)
     base_parts = base_code(template, base)
     model_parts = _model_code(tree.model, base)
     training_parts = []
     if include_training:
+        pixels = keras.backend.standardize_dtype(tree.model.inputs[0].dtype) == "uint8"
         training_parts = [
-            _data_code(dataset_key, tuple(data_input_shape), int(num_classes)),
+            _data_code(dataset_key, tuple(data_input_shape), int(num_classes), pixels),
             _training_code(config),
         ]
     body = [
@@ -149,7 +154,11 @@ def _check_arguments(
 
 
 def _tree_for(
-    template: ModelTemplate, data_input_shape: tuple, num_classes: int, tree: LayerTree | None
+    template: ModelTemplate,
+    data_input_shape: tuple,
+    num_classes: int,
+    tree: LayerTree | None,
+    input_dtype: str,
 ) -> LayerTree:
     """The given tree, or the tree of a transfer model built here when it is None."""
     if tree is None:
@@ -161,6 +170,7 @@ def _tree_for(
             num_classes,
             rescaling=template.rescaling,
             preprocessing=template.preprocessing,
+            input_dtype=input_dtype,
             name=TRANSFER_MODEL_NAME,
         )
         return LayerTree(model)
@@ -262,9 +272,18 @@ def _adaptation_code(layer: keras.layers.Layer, imports: list[str]) -> list[str]
     name = literal(layer.name)
     config = layer.get_config()
     if isinstance(layer, keras.layers.InputLayer):
+        dtype = keras.backend.standardize_dtype(layer.dtype)
+        dtype_text = "" if dtype == "float32" else f"dtype={literal(dtype)}, "
         return [
-            f"inputs = keras.Input(shape={shape_text(layer.batch_shape[1:])}, name={name})",
+            f"inputs = keras.Input(shape={shape_text(layer.batch_shape[1:])}, {dtype_text}"
+            f"name={name})",
             "x = inputs",
+        ]
+    if isinstance(layer, Uint8Rescaling):
+        return [
+            "# uint8 pixels 0..255 -> [0, 1], batch by batch (FreezeLab's Uint8Rescaling gives",
+            "# exactly x / 255; this built-in layer multiplies by 1 / 255, the same to ~1e-7).",
+            f"x = keras.layers.Rescaling(1 / 255, name={name})(x)",
         ]
     if isinstance(layer, RGBToGrayscale):
         imports.append("from models.layers import RGBToGrayscale  # FreezeLab's layer")
@@ -343,8 +362,13 @@ def _head_code(layer: keras.layers.Layer) -> list[str] | None:
 
 
 # -------------------------------------------------------------- the data and training
-def _data_code(dataset_key: str | None, data_input_shape: tuple, num_classes: int) -> CodeParts:
-    """Code that loads the dataset as `x` and `y`, or a placeholder for the user's data."""
+def _data_code(
+    dataset_key: str | None, data_input_shape: tuple, num_classes: int, pixels: bool = False
+) -> CodeParts:
+    """Code that loads the dataset as `x` and `y`, or a placeholder for the user's data.
+
+    `pixels`: the model takes uint8 images 0..255 (an upload), not float32 in [0, 1].
+    """
     if dataset_key in BUNDLED_DATASETS and dataset_key.startswith("digits_"):
         return _digits_data_code(dataset_key)
     if dataset_key == "shapes":
@@ -369,12 +393,20 @@ def _data_code(dataset_key: str | None, data_input_shape: tuple, num_classes: in
                 "y = y.reshape(-1)",
             ],
         )
+    shape = ", ".join(map(str, data_input_shape))
+    if pixels:
+        x_line = f"#   x: uint8 array of shape (num_samples, {shape}), pixels 0..255 (the model"
+        scale_line = ["#      scales them; FreezeLab stored your images this way)"]
+    else:
+        x_line = f"#   x: float32 array of shape (num_samples, {shape})"
+        x_line += ", values in [0, 1]" if len(data_input_shape) == 3 else ""
+        scale_line = []
     return CodeParts(
         [],
         [
             "# Data: FreezeLab used your upload. Load it here as",
-            f"#   x: float32 array of shape (num_samples, {', '.join(map(str, data_input_shape))})"
-            + (", values in [0, 1]" if len(data_input_shape) == 3 else ""),
+            x_line,
+            *scale_line,
             f"#   y: integer labels 0..{num_classes - 1} of shape (num_samples,)",
             "x, y = ...  # replace with your arrays",
         ],
