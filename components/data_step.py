@@ -13,6 +13,7 @@ from PIL import Image
 
 from components.common import format_count
 from components.state import escape_markdown, kept_widget, show_error
+from models.checks import human_size
 from models.limits import VALIDATION_FRACTION_RANGE
 from models.splits import train_validation_split
 
@@ -21,10 +22,46 @@ DATA_SOURCES = ("Bundled (offline)", "keras.datasets", "Zip of class folders", "
 
 # --------------------------------------------------------------------------- 3 Data
 def _thumbnail(image: np.ndarray, size: int = 72) -> Image.Image:
-    pixels = np.clip(np.asarray(image) * 255.0, 0, 255).astype(np.uint8)
+    """One image (uint8 pixels, or floats in [0, 1]) as a `size` x `size` picture."""
+    pixels = np.asarray(image)
+    if pixels.dtype != np.uint8:
+        pixels = np.clip(pixels * 255.0, 0, 255).astype(np.uint8)
     if pixels.shape[-1] == 1:
         pixels = pixels[..., 0]
     return Image.fromarray(pixels).resize((size, size), Image.NEAREST)
+
+
+def memory_text(dataset: Any) -> str:
+    """What a dataset holds in memory, e.g. "In memory: 1.83 MiB, uint8 8×8×3".
+
+    Args:
+        dataset: An `ImageDataset` or `TabularDataset` (anything with `nbytes` and `x`).
+
+    Returns:
+        One line: the bytes of its arrays, the images' dtype and the shape of one sample.
+
+    Example:
+    >>> memory_text(load_bundled_dataset("digits_5_9"))
+    'In memory: 236,544 bytes, float32 8×8×1'
+    """
+    shape = tuple(int(size) for size in dataset.x.shape[1:])
+    sample = "×".join(str(size) for size in shape)
+    if len(shape) == 1:
+        sample = f"{shape[0]} features"
+    return f"In memory: {human_size(dataset.nbytes)}, {dataset.x.dtype} {sample}"
+
+
+def _image_size_help(max_stored_size: int | None) -> str:
+    """The image-size control's help: what is stored, and what the choice changes."""
+    if max_stored_size is None:
+        limit = "the model's input size (8×8 for the bundled CNN)"
+    else:
+        limit = f"the model's input size, here {max_stored_size}×{max_stored_size}"
+    return (
+        f"Images are stored as uint8 pixels, at most at {limit}: the model would shrink "
+        "larger images anyway, so a larger choice is stored at that size and costs no "
+        "memory. A smaller choice makes the images coarser and saves memory."
+    )
 
 
 def sample_indices(labels: np.ndarray, per_class: int, seed: int = 0) -> list[int]:
@@ -78,6 +115,7 @@ def _render_data_source(
     *,
     disabled: bool,
     allow_upload: bool = True,
+    max_stored_size: int | None = None,
 ) -> DataRequest | None:
     sources = DATA_SOURCES if allow_upload else DATA_SOURCES[:2]
     source = kept_widget(
@@ -119,6 +157,7 @@ def _render_data_source(
         size = kept_widget(
             st.select_slider, "Resize images to (px)", options=(16, 32, 48, 64, 96, 128),
             default=64, disabled=disabled, key="zip_image_size",
+            help=_image_size_help(max_stored_size),
         )  # fmt: skip
         if upload is not None and st.button(
             "Load images", type="primary", disabled=disabled, key="load_zip"
@@ -160,6 +199,7 @@ def render_data_step(
     allow_change: bool = True,
     allow_upload: bool = True,
     model_input: str | None = None,
+    max_stored_size: int | None = None,
 ) -> tuple[DataRequest | None, float]:
     """Renders the data source picker, the dataset's numbers, class balance and samples.
 
@@ -175,6 +215,9 @@ def render_data_step(
         allow_upload: False when an instructor's link hides uploads.
         model_input: The resolution the model sees next to the data's own
             (`models.transfer.describe_input_adaptation(model).text`), or None.
+        max_stored_size: The largest image side an upload is stored at (the base's input
+            size, `largest_useful_image_size(template.input_shape)`), for the image-size
+            control's help; None when unknown.
 
     Returns:
         `(request, validation_fraction)`: what the user asked (or None) and the split.
@@ -187,12 +230,13 @@ def render_data_step(
             csv_columns_of,
             disabled=disabled,
             allow_upload=allow_upload,
+            max_stored_size=max_stored_size,
         )
         if allow_change
         else None
     )
     st.markdown(f"**In use: {escape_markdown(dataset.title)}**")
-    st.caption(escape_markdown(dataset.description))
+    st.caption(f"{escape_markdown(dataset.description)} {memory_text(dataset)}.")
     if notes:
         with st.expander(f"Notes from loading ({len(notes)})", expanded=True):
             st.text("\n".join(notes))
@@ -210,7 +254,9 @@ def render_data_step(
     num_validation = 0
     if fraction > 0:
         try:
-            _, _, x_validation, _ = train_validation_split(dataset.x, dataset.y, fraction, 0)
+            # The split of sample numbers: the same sizes and errors, no copy of the images.
+            indices = np.arange(dataset.num_samples)
+            _, _, x_validation, _ = train_validation_split(indices, dataset.y, fraction, 0)
             num_validation = len(x_validation)
         except ValueError as error:
             show_error(str(error))

@@ -195,6 +195,10 @@ def test_zip_of_two_class_folders_loads_and_reports_skipped_files():
     assert workspace.dataset.num_classes == 2 and workspace.dataset.num_samples == 12
     assert any("readme.md" in text.value for text in at.text)
     assert workspace.model.output_shape[-1] == 2
+    # Stored as uint8 pixels, and the Data step says how much memory they take.
+    assert workspace.dataset.x.dtype == "uint8" and workspace.model.inputs[0].dtype == "uint8"
+    memory = [caption.value for caption in at.caption if "In memory:" in caption.value]
+    assert memory and "uint8" in memory[0], [caption.value for caption in at.caption]
 
 
 def test_csv_bad_inputs_are_explained():
