@@ -307,9 +307,12 @@ def _decode_image(content: bytes, image_size: int) -> np.ndarray:
                 )
             # A JPEG decodes straight at a reduced scale (still at least image_size).
             image.draft(None, (image_size, image_size))
-            rgb = image.convert("RGB")
-    resized = rgb.resize((image_size, image_size), Image.Resampling.BILINEAR)
-    return np.asarray(resized, dtype="uint8")
+            # Grayscale stays one channel until it is stored (the same pixels, a third of
+            # the work); everything else becomes RGB.
+            converted = image.convert("L" if image.mode == "L" else "RGB")
+    resized = converted.resize((image_size, image_size), Image.Resampling.BILINEAR)
+    pixels = np.asarray(resized, dtype="uint8")
+    return pixels if pixels.ndim == 3 else pixels[..., np.newaxis]
 
 
 def _decode_failure_reason(error: Exception) -> str:
@@ -378,7 +381,7 @@ def _read_images(
         image = _decoded_or_none(content, image_size, member.display_path, notes_out)
         if image is None:
             continue
-        pixels[len(class_of_image)] = image
+        pixels[len(class_of_image)] = image  # a gray (h, w, 1) image fills all 3 channels
         class_of_image.append(member.class_name)
     if on_progress is not None:
         on_progress(len(members), len(members))
