@@ -21,7 +21,7 @@ $(VENV)/.dev-installed: requirements-dev.txt $(VENV)/.runtime-installed
 	touch $@
 
 run: $(VENV)/.runtime-installed
-	$(BIN)/streamlit run app.py --server.port $(PORT) --browser.gatherUsageStats false
+	$(BIN)/streamlit run serve.py --server.port $(PORT) --browser.gatherUsageStats false
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .

@@ -2,17 +2,19 @@
 
 import logging
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import streamlit as st
 
+from components.warm_up import server_is_warm  # the standard library only
+
 st.set_page_config(page_title="FreezeLab", page_icon="❄", layout="wide")
 # Streamlit leaves 6rem above the main column for its header; the tabs start right under it.
 st.html("<style>[data-testid='stMainBlockContainer'] { padding-top: 2.5rem; }</style>")
-# The first visit after a start imports TensorFlow and Keras (seconds): say so at once.
-warming = None if "keras" in sys.modules else st.empty()
+# Until the server is warm (TensorFlow, Keras, the bundled model: seconds after a start), say
+# so at once; the page completes by itself.
+warming = None if server_is_warm() else st.empty()
 if warming is not None:
     warming.info("❄ FreezeLab is warming up TensorFlow and Keras (first visit after a start)...")
 

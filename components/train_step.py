@@ -235,6 +235,8 @@ def progress_text(progress: TrainingProgress) -> str:
     text = f"Epoch {shown_epoch}/{progress.epochs}"
     if batches and not progress.done:
         text += f" · batch {progress.batch}/{batches}"
+    if progress.state is JobState.RUNNING and not progress.batch_history.get("step"):
+        text += " · compiling the training step"  # the first batch waits for the trace
     return (
         f"{text} · elapsed {format_seconds(progress.elapsed_seconds)}"
         f" · left {format_seconds(progress.eta_seconds)}"

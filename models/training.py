@@ -332,7 +332,8 @@ class TrainingJob:
         with self._lock:
             self._status.state = JobState.RUNNING
             self._status.message = (
-                "Compiling the model with the current freeze plan, then training starts."
+                "Compiling the training step with the current freeze plan: the first batch "
+                "waits for it (seconds), then training starts."
             )
             self._status.started_at = time.monotonic()
         try:

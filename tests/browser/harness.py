@@ -63,7 +63,7 @@ def streamlit_server(
     timeout: float = 90,
     environment: dict[str, str] | None = None,
 ) -> Iterator[str]:
-    """Runs `streamlit run app.py` headless on localhost for the duration of the block.
+    """Runs `streamlit run serve.py` (as `make run` does) headless on localhost for the block.
 
     Args:
         port: Port to use; a free one when None.
@@ -82,7 +82,7 @@ def streamlit_server(
         os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1", **(environment or {})
     )
     command = [
-        sys.executable, "-m", "streamlit", "run", "app.py",
+        sys.executable, "-m", "streamlit", "run", "serve.py",
         "--server.headless", "true",
         "--server.port", str(port),
         "--server.address", "127.0.0.1",
