@@ -42,7 +42,7 @@ from models.snapshot import RunSnapshot
 from models.splits import check_batch_fits
 from models.training import TrainingConfig
 from models.tree import LayerTree
-from models.upload_images import load_image_zip
+from models.upload_images import largest_useful_image_size, load_image_zip
 from models.upload_model import (
     cut_layer_choices,
     default_cut_layer,
@@ -247,7 +247,7 @@ def handle_data_request(workspace: Workspace, request: DataRequest) -> None:
     """
     state.clear_notices("data")
     try:
-        dataset, notes = _load_dataset(request)
+        dataset, notes = _load_dataset(workspace, request)
         session_registry().make_room(session_id(), dataset_bytes(dataset))
         state.put(state.DATA_NOTES, [*notes, *_use_dataset(workspace, dataset)])
     except FAILURES as error:
@@ -258,15 +258,23 @@ def handle_data_request(workspace: Workspace, request: DataRequest) -> None:
         url_session.keep_upload("data", request.data)
 
 
-def _load_dataset(request: DataRequest) -> tuple[ImageDataset | TabularDataset, list[str]]:
+def _load_dataset(
+    workspace: Workspace, request: DataRequest
+) -> tuple[ImageDataset | TabularDataset, list[str]]:
     if request.kind == "bundled":
         return cached_dataset(request.key), []
     if request.kind == "keras":
         return cached_keras_dataset(request.key, request.subset_size, download_progress()), []
     if request.kind == "zip":
+        # Images go to an image base: this one, or the bundled CNN when a Dense base is loaded.
+        template = workspace.template
+        if len(template.input_shape) != 3:
+            template = cached_template(DEFAULT_MODEL)
         return load_image_zip(
             request.data,
             image_size=request.image_size,
+            max_stored_size=largest_useful_image_size(template.input_shape),
+            max_dataset_bytes=max(session_registry().allowance(session_id()), 1),
             filename=request.filename,
             on_progress=count_progress("images"),
         )

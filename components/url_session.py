@@ -40,7 +40,7 @@ from models.sessions import keep_ended_runs
 from models.snapshot import RunSnapshot
 from models.template import ModelKind, ModelTemplate, parse_model_key
 from models.training import TrainingConfig
-from models.upload_images import load_image_zip
+from models.upload_images import largest_useful_image_size, load_image_zip
 from models.upload_model import load_uploaded_model, uploaded_template
 from models.upload_tables import load_csv_dataset
 from models.workspace import Workspace
@@ -123,8 +123,12 @@ def _query() -> dict[str, list[str]]:
 def _rebuild(identifier: str, record: SessionRecord) -> Workspace | None:
     """The workspace a record describes; None (with a notice) when it cannot be rebuilt."""
     try:
-        dataset = _dataset_of(identifier, record.data)
-        template = _template_of(identifier, record.model_key, dataset)
+        if record.data.kind == "csv":  # a table's Dense base is made for its features
+            dataset = _dataset_of(identifier, record.data, None)
+            template = _template_of(identifier, record.model_key, dataset)
+        else:
+            template = _template_of(identifier, record.model_key, None)
+            dataset = _dataset_of(identifier, record.data, template)
         workspace = Workspace(template, dataset, slots=training_slots())
         workspace.apply_plan(set(record.frozen_paths) & set(workspace.tree.paths()))
     except FAILURES as error:
@@ -140,14 +144,19 @@ def _rebuild(identifier: str, record: SessionRecord) -> Workspace | None:
     return workspace
 
 
-def _dataset_of(identifier: str, source: DataSource):
+def _dataset_of(identifier: str, source: DataSource, template: ModelTemplate | None):
     if source.kind == "bundled":
         return cached_dataset(source.key)
     if source.kind == "keras":
         return cached_keras_dataset(source.key, source.subset_size)
     content = run_store().load_upload(identifier, "data")
     if source.kind == "zip":
-        dataset, _ = load_image_zip(content, image_size=source.image_size, filename=source.filename)
+        dataset, _ = load_image_zip(
+            content,
+            image_size=source.image_size,
+            max_stored_size=largest_useful_image_size(template.input_shape),
+            filename=source.filename,
+        )
         return dataset
     dataset, _ = load_csv_dataset(content, source.label_column, filename=source.filename)
     return dataset

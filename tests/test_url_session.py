@@ -95,3 +95,75 @@ def test_a_released_session_is_rebuilt_from_its_record_with_model_data_plan_and_
     assert after.session_state["split"] == 0.25
     assert after.session_state["stored"] == [1]
     assert after.session_state["next_run_id"] == 2
+
+
+def digit_zip(count: int = 60) -> bytes:
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for index in range(count):
+            image = io.BytesIO()
+            Image.new("L", (28, 28), (index * 37) % 256).save(image, format="PNG")
+            archive.writestr(f"{'ab'[index % 2]}/{index}.png", image.getvalue())
+    return buffer.getvalue()
+
+
+def test_an_uploaded_zip_is_stored_at_the_models_size_and_rebuilt_after_a_release():
+    def first_page(data):
+        from components import actions, state, url_session
+        from components.data_step import DataRequest
+
+        workspace = actions.open_workspace()
+        request = DataRequest("zip", data=data, filename="digits.zip", image_size=64)
+        actions.handle_data_request(workspace, request)
+        url_session.remember_session(workspace)
+        state.put("stored", (workspace.dataset.x.shape, str(workspace.dataset.x.dtype)))
+
+    def release():
+        from components import url_session
+        from components.resources import session_registry
+
+        session_registry().get(url_session.session_id()).workspace = None
+
+    def returning():
+        from components import actions, state
+
+        workspace = actions.open_workspace()
+        state.put("stored", (workspace.dataset.x.shape, str(workspace.dataset.x.dtype)))
+
+    session_id = new_session_id()
+    before = page(first_page, session_id, data=digit_zip())
+    assert before.session_state["stored"] == ((60, 8, 8, 1), "uint8")  # the CNN sees 8x8
+    page(release, session_id)
+    after = page(returning, session_id)
+    assert after.session_state["stored"] == before.session_state["stored"]
+
+
+def test_an_upload_over_the_memory_budget_is_refused_before_decoding_and_changes_nothing():
+    def script(data):
+        from components import actions, state
+        from components.data_step import DataRequest
+        from components.resources import session_registry
+        from models.sessions import model_bytes
+
+        workspace = actions.open_workspace()
+        registry = session_registry()
+        kept_budget = registry.memory_budget
+        # Idle sessions could be released, so only this session's own model counts: 1000
+        # bytes are left, and 60 8x8x3 images need 11,520 (estimated before decoding).
+        registry.memory_budget = model_bytes(workspace.model) + 1000
+        try:
+            request = DataRequest("zip", data=data, filename="digits.zip", image_size=64)
+            actions.handle_data_request(workspace, request)
+        finally:
+            registry.memory_budget = kept_budget
+        state.put("dataset", workspace.dataset.name)
+        state.show_notices("data")
+
+    at = page(script, new_session_id(), data=digit_zip())
+    assert at.session_state["dataset"] == "digits_5_9"
+    assert at.error and "allows" in at.error[0].value, [e.value for e in at.error]
