@@ -304,6 +304,37 @@ class SessionRegistry:
                 self.on_orphan(orphan)
         return orphans
 
+    def release_over_budget(self) -> list[str]:
+        """Releases the workspaces of pages gone longer than the grace period, least recently
+        seen first, while the workspaces together hold more than the memory budget.
+
+        New models and datasets call `make_room` first; this catches what grew otherwise (a
+        larger base model chosen) once its page is gone. The reaper calls it.
+
+        Returns:
+            The ids of the sessions released.
+        """
+        now = self.clock()
+        released = []
+        for session in self.sessions():
+            if self.memory_in_use() <= self.memory_budget:
+                break
+            if now - session.last_seen <= self.grace_seconds:
+                continue
+            if self._release(session):
+                released.append(session.session_id)
+        return released
+
+    def _release(self, session: Session) -> bool:
+        """Drops an idle session's workspace (rebuilt from its record when the page returns)."""
+        with session.lock:
+            if session.workspace is None or session.training:
+                return False
+            session.workspace = None
+            session.released += 1
+        LOGGER.info("Released the idle workspace of session %s.", session.session_id)
+        return True
+
     @property
     def reap_interval(self) -> float:
         """Seconds between the reaper's checks: a quarter of the grace period, at most 5 s."""
@@ -331,6 +362,7 @@ class SessionRegistry:
         while not self._stop_reaper.wait(self.reap_interval):
             try:
                 self.reap()
+                self.release_over_budget()
             except Exception:  # the reaper never dies of one session's trouble
                 LOGGER.exception("The orphan reaper failed once; it keeps running.")
 
@@ -393,15 +425,8 @@ class SessionRegistry:
         for session in self.sessions():
             if self._held_with(session_id, needed_bytes) <= self.memory_budget:
                 break
-            if session.session_id == session_id or session.workspace is None:
-                continue
-            with session.lock:
-                if session.training:
-                    continue
-                session.workspace = None
-                session.released += 1
-            released.append(session.session_id)
-            LOGGER.info("Released the idle workspace of session %s.", session.session_id)
+            if session.session_id != session_id and self._release(session):
+                released.append(session.session_id)
         in_use = self._held_with(session_id, 0)
         if in_use + needed_bytes > self.memory_budget:
             raise MemoryBudgetError(

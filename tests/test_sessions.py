@@ -283,3 +283,19 @@ def test_the_session_record_round_trips_through_the_run_store(tmp_path):
         SessionRecord("no such model", DataSource("bundled", key="shapes"))
     with pytest.raises(ValueError, match="kind"):
         DataSource("ftp")
+
+
+def test_over_budget_the_reaper_releases_only_pages_gone_longer_than_the_grace(template, digits):
+    clock = FakeClock()
+    one_model = model_bytes(Workspace(template, digits).model)
+    registry = SessionRegistry(
+        grace_seconds=60, memory_budget=2 * one_model + dataset_bytes(digits), clock=clock
+    )
+    for name in ("session-g1", "session-g2", "session-g3"):
+        registry.open(name).workspace = Workspace(template, digits)
+        clock.now += 30
+    assert registry.memory_in_use() > registry.memory_budget
+    # g1 was seen 90 s ago, g2 60 s ago (not longer than the grace), g3 30 s ago.
+    assert registry.release_over_budget() == ["session-g1"]
+    assert registry.memory_in_use() <= registry.memory_budget
+    assert registry.release_over_budget() == []
