@@ -144,6 +144,7 @@ def data_tab(workspace: Workspace, training: bool) -> None:
         allow_change=not link.hides("data"),
         allow_upload=not link.hides("upload"),
         model_input=getattr(describe_input_adaptation(workspace.model), "text", None),
+        max_stored_size=actions.stored_image_size(workspace),
     )
     if request is not None:
         actions.handle_data_request(workspace, request)

@@ -266,20 +266,27 @@ def _load_dataset(
     if request.kind == "keras":
         return cached_keras_dataset(request.key, request.subset_size, download_progress()), []
     if request.kind == "zip":
-        # Images go to an image base: this one, or the bundled CNN when a Dense base is loaded.
-        template = workspace.template
-        if len(template.input_shape) != 3:
-            template = cached_template(DEFAULT_MODEL)
         return load_image_zip(
             request.data,
             image_size=request.image_size,
-            max_stored_size=largest_useful_image_size(template.input_shape),
+            max_stored_size=stored_image_size(workspace),
             max_dataset_bytes=max(session_registry().allowance(session_id()), 1),
             filename=request.filename,
             on_progress=count_progress("images"),
         )
     with st.spinner("Reading the table and checking every column..."):
         return load_csv_dataset(request.data, request.label_column, filename=request.filename)
+
+
+def stored_image_size(workspace: Workspace) -> int | None:
+    """The largest image side worth keeping for this workspace's uploads (None: no limit).
+
+    Images go to an image base: this one, or the bundled CNN when a Dense base is loaded.
+    """
+    template = workspace.template
+    if len(template.input_shape) != 3:
+        template = cached_template(DEFAULT_MODEL)
+    return largest_useful_image_size(template.input_shape)
 
 
 def _data_source(request: DataRequest, dataset: ImageDataset | TabularDataset) -> DataSource:

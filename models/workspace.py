@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import keras
+import numpy as np
 
 from models.datasets import ImageDataset
 from models.export import run_config
@@ -161,7 +162,11 @@ class Workspace:
             ValueError: When the data cannot be adapted to the base; nothing changes then.
         """
         self._require_idle("change the dataset")
-        same_shape = dataset.input_shape == self.dataset.input_shape
+        # The model's input dtype follows the data's (uint8 pixels are scaled inside it), and
+        # Keras casts a batch of the other dtype silently: a new dtype needs a new model.
+        same_shape = dataset.input_shape == self.dataset.input_shape and np.dtype(
+            dataset.x.dtype
+        ) == np.dtype(self.dataset.x.dtype)
         same_classes = dataset.num_classes == self.dataset.num_classes
         if same_shape and same_classes:
             self.dataset = dataset

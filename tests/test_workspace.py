@@ -121,3 +121,25 @@ def test_an_application_template_can_be_instantiated_by_many_sessions():
     first, second = template.instantiate(), template.instantiate()
     assert first is not second
     assert len(second.weights) == len(template.weights) > 0
+
+
+def test_switching_between_float_and_uint8_data_of_one_shape_rebuilds_the_input(template, digits):
+    from models.datasets import ImageDataset
+
+    workspace = Workspace(template, digits)
+    workspace.bulk_action("freeze_base")
+    pixels = np.round(digits.x * 255).astype("uint8")
+    uint8_digits = ImageDataset(
+        name="uploaded_images", title="digits as uint8", description="the same digits, uint8",
+        x=pixels, y=digits.y, class_names=digits.class_names,
+    )  # fmt: skip
+    assert uint8_digits.input_shape == digits.input_shape
+    workspace.set_dataset(uint8_digits)
+    # Keras would cast uint8 batches into a float32 input unscaled (values 0..255): the model
+    # must be rebuilt for uint8, the freeze plan kept.
+    assert workspace.model.inputs[0].dtype == "uint8"
+    assert workspace.tree.node(workspace.base_path).trainable is False
+    scaled = workspace.model.layers[1](pixels[:4])
+    np.testing.assert_array_equal(np.asarray(scaled), pixels[:4] / np.float32(255))
+    workspace.set_dataset(digits)
+    assert workspace.model.inputs[0].dtype == "float32"
