@@ -14,6 +14,7 @@ import streamlit as st
 from components import state
 from components.figures import drift_lines_figure
 from components.state import show_error
+from models.keras_version import VERSION_NOTES
 from models.pitfalls import (
     FINE,
     NOTE,
@@ -115,10 +116,23 @@ def render_pitfall_result(result: PitfallResult) -> None:
             st.caption(f"Bitwise check of the frozen layers: {variant.verification.message()}")
         with chart_column:
             _render_chart(variant, key=f"{prefix}_{index}_chart")
+    measured_on = f" on {result.environment.label}" if result.environment else ""
     st.caption(
         f"Same seed ({result.seed}), same data and same starting weights for every run; "
-        f"measured in {result.seconds:.1f} s."
+        f"measured{measured_on} in {result.seconds:.1f} s."
     )
+    render_version_note(PITFALLS[result.key].version_note)
+
+
+def render_version_note(key: str) -> None:
+    """Shows what is known to differ between Keras versions for a result, with its source.
+
+    Args:
+        key: A key of `models.keras_version.VERSION_NOTES` ("" shows nothing).
+    """
+    note = VERSION_NOTES.get(key)
+    if note is not None:
+        st.info(f"{note.text} Source: [{note.source}]({note.url}).", icon=":material/history:")
 
 
 def _run(key: str, seed: int) -> str | None:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
+from models.keras_version import installed_keras
 from models.pitfalls import batch_norm, child_under_frozen_parent, early_fine_tuning, stale_compile
 from models.pitfalls.results import Pitfall, PitfallResult, VariantResult
 from models.validation import check_choice, check_whole_number
@@ -63,4 +64,5 @@ def run_pitfall(key: str, seed: int = 0) -> PitfallResult:
         seed=seed,
         variants=tuple(variants),
         seconds=time.perf_counter() - started,
+        environment=installed_keras(),
     )

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from models.drift import VerificationResult
+from models.keras_version import KerasEnvironment
 
 PROBLEM = "problem"
 FINE = "fine"
@@ -38,6 +39,8 @@ class Pitfall:
         explanation: What the mistake is and what Keras really does (plain language).
         what_to_look_at: Which numbers and chart show it.
         fix: The right way, in one sentence.
+        version_note: Key of `models.keras_version.VERSION_NOTES` when the outcome is known
+            to differ between Keras versions ("" when it is not).
     """
 
     key: str
@@ -46,6 +49,7 @@ class Pitfall:
     explanation: str
     what_to_look_at: str
     fix: str
+    version_note: str = ""
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,7 @@ class PitfallResult:
         seed: The seed both variants used.
         variants: The wrong way first, the right way second, then any extra runs.
         seconds: Wall-clock time of the whole experiment.
+        environment: The Keras version and backend it was measured on.
     """
 
     key: str
@@ -119,6 +124,7 @@ class PitfallResult:
     seed: int
     variants: tuple[VariantResult, ...]
     seconds: float = field(default=0.0)
+    environment: KerasEnvironment | None = None
 
     @property
     def wrong(self) -> VariantResult:
