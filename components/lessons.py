@@ -19,6 +19,7 @@ from models.lessons import (
     LayerWeights,
     batch_norm_weights,
     dense_weights,
+    flag_versus_training,
     frozen_dense,
     nested_freeze,
     train_with_frozen_layer,
@@ -146,9 +147,8 @@ def _step_nested() -> None:
     st.markdown(
         "A model can contain another model. Setting `trainable` on a model sets it on "
         "**every layer inside, recursively**. You may then set a layer back to trainable. "
-        "What really trains is what is in the *outer* model's `trainable_weights`: in Keras 3 "
-        "only the outer (top) model's flag stops a layer from training, a frozen inner model "
-        "does not."
+        "What really trains is what is in the *outer* model's `trainable_weights`: the table "
+        "reads it from Keras for the flags you set (step 6 trains the model to check)."
     )
     columns = st.columns(3)
     outer = columns[0].checkbox("outer.trainable", value=False, key="lessons_outer_trainable")
@@ -200,6 +200,60 @@ def _step_nested() -> None:
         )
 
 
+def _step_flag_versus_training() -> None:
+    st.markdown(
+        "A layer's `trainable` flag is not always what Keras trains. Here the inner model is "
+        "frozen (`inner.trainable = False`), then its layer `dense_a` is set back, and the "
+        "outer model is trained for one epoch. The table compares each layer's flag, the "
+        "badge FreezeLab's tree shows, Keras's own `outer.trainable_weights`, and whether its "
+        "kernel really moved (bitwise)."
+    )
+    child = st.checkbox(
+        "inner.dense_a.trainable = True (after freezing inner)",
+        value=True,
+        key="lessons_flag_child",
+    )
+    result = _cached("flag_versus_training", _flag_versus_training, bool(child))
+    table = pd.DataFrame(
+        [
+            {
+                "Layer": layer.path,
+                "Flag (trainable)": "yes" if layer.flag else "no",
+                "Tree badge: trains": "yes" if layer.badge_trains else "no",
+                "In outer.trainable_weights": "yes" if layer.in_trainable_weights else "no",
+                "Kernel moved in fit": "yes" if layer.moved else "no",
+                "max |dW|": layer.kernel_change,
+            }
+            for layer in result.layers
+        ]
+    )
+    st.dataframe(table, hide_index=True, width="stretch")
+    child_layer = result.layer("outer/inner/dense_a")
+    if child_layer.moved:
+        st.warning(
+            "Measured: 'dense_a' trained although its parent model 'inner' is frozen.",
+            icon=":material/warning:",
+        )
+    else:
+        st.info("Measured: 'dense_a' did not train.", icon=":material/info:")
+    if result.badge_matches_keras:
+        st.success(
+            "The tree's badges match what Keras really trained, layer by layer.",
+            icon=":material/verified:",
+        )
+    else:
+        st.error(
+            "The tree's badges differ from what Keras trained: please report this with your "
+            "Keras version.",
+            icon=":material/error:",
+        )
+    st.caption(f"Measured on {result.keras_version}.")
+
+
+def _flag_versus_training(child: bool) -> Any:
+    return flag_versus_training(seed=0, child_trainable=child)
+
+
 def _nested(outer: bool, child: bool, inner: bool | None) -> Any:
     return nested_freeze(outer, child, inner_trainable=inner)
 
@@ -249,7 +303,8 @@ STEPS: tuple[tuple[str, Callable[[], None]], ...] = (
     ("3 · Freezing a layer", _step_freeze),
     ("4 · Training with a frozen layer", _step_train_frozen),
     ("5 · Freezing a model freezes everything inside it", _step_nested),
-    ("6 · The transfer-learning workflow", _step_workflow),
+    ("6 · The flag vs what Keras really trains", _step_flag_versus_training),
+    ("7 · The transfer-learning workflow", _step_workflow),
 )
 
 

@@ -13,7 +13,7 @@ import streamlit as st
 
 from components import state
 from components.figures import drift_lines_figure
-from components.state import show_error
+from components.state import escape_markdown, show_error
 from models.keras_version import VERSION_NOTES
 from models.pitfalls import (
     FINE,
@@ -81,6 +81,11 @@ def _render_chart(variant: VariantResult, key: str) -> None:
     st.plotly_chart(figure, width="stretch", key=key)
 
 
+def _render_keras_messages(variant: VariantResult) -> None:
+    for message in variant.keras_messages:
+        st.caption(f"Keras said: {escape_markdown(message)}")
+
+
 def _render_variant(variant: VariantResult, key: str) -> None:
     st.markdown(f"#### {variant.label}")
     st.caption(variant.description)
@@ -88,6 +93,7 @@ def _render_variant(variant: VariantResult, key: str) -> None:
     _render_metrics(variant)
     _render_chart(variant, key=f"{key}_chart")
     st.caption(f"Bitwise check of the frozen layers: {variant.verification.message()}")
+    _render_keras_messages(variant)
 
 
 def render_pitfall_result(result: PitfallResult) -> None:
@@ -114,6 +120,7 @@ def render_pitfall_result(result: PitfallResult) -> None:
             _render_banner(variant)
             _render_metrics(variant)
             st.caption(f"Bitwise check of the frozen layers: {variant.verification.message()}")
+            _render_keras_messages(variant)
         with chart_column:
             _render_chart(variant, key=f"{prefix}_{index}_chart")
     measured_on = f" on {result.environment.label}" if result.environment else ""

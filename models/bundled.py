@@ -138,7 +138,7 @@ def build_default_transfer_model(
     num_classes: int = 5,
     *,
     dropout: float = 0.2,
-    base_training: bool | None = False,
+    base_training: bool | None = None,
     name: str = "transfer_model",
 ) -> keras.Model:
     """Builds FreezeLab's default transfer model: the bundled feature extractor plus a new head.

@@ -418,6 +418,112 @@ def nested_freeze(
     )
 
 
+# ------------------------------------------------------------ the flag vs what really trains
+@dataclass(frozen=True)
+class LayerTraining:
+    """One layer of the nested example: its flag, FreezeLab's badge, and what Keras did.
+
+    Attributes:
+        path: e.g. "outer/inner/dense_a".
+        flag: The layer's own `trainable` flag.
+        badge_trains: What FreezeLab's tree shows ("really trains" badge,
+            `LayerNode.effectively_trainable`).
+        in_trainable_weights: Whether its kernel is in the outer model's `trainable_weights`.
+        moved: Whether `fit` on the outer model changed its kernel (bitwise).
+        kernel_change: max |kernel_after - kernel_before|.
+    """
+
+    path: str
+    flag: bool
+    badge_trains: bool
+    in_trainable_weights: bool
+    moved: bool
+    kernel_change: float
+
+
+@dataclass(frozen=True)
+class FlagVersusTraining:
+    """The nested example with the inner model frozen and one of its layers set trainable.
+
+    Attributes:
+        layers: Every Dense layer, in model order.
+        keras_version: The Keras it was measured on (`models.keras_version.KerasEnvironment`).
+    """
+
+    layers: tuple[LayerTraining, ...]
+    keras_version: str
+
+    def layer(self, path: str) -> LayerTraining:
+        """Returns the `LayerTraining` at `path`."""
+        for layer in self.layers:
+            if layer.path == path:
+                return layer
+        raise ValueError(f"No layer '{path}'; layers are {[layer.path for layer in self.layers]}.")
+
+    @property
+    def badge_matches_keras(self) -> bool:
+        """Whether the tree's badge equals what Keras really trained, for every layer."""
+        return all(layer.badge_trains == layer.moved for layer in self.layers)
+
+
+def flag_versus_training(seed: int = 0, *, child_trainable: bool = True) -> FlagVersusTraining:
+    """Freezes the inner model, sets its 'dense_a' back, trains the outer model, and measures.
+
+    The flags are set in Keras's order: `inner.trainable = False` (recursively), then
+    `inner.dense_a.trainable = child_trainable`. Then the outer model is compiled and fitted
+    for one epoch, and each Dense kernel is compared bitwise with its value before.
+
+    Args:
+        seed: Seed of the weights and data.
+        child_trainable: The flag set on 'dense_a' after freezing 'inner'.
+
+    Returns:
+        A `FlagVersusTraining`: per layer, the flag, the tree's badge, Keras's
+        `trainable_weights` and what moved.
+
+    Example:
+    >>> result = flag_versus_training()
+    >>> result.layer("outer/inner/dense_a").flag, result.badge_matches_keras
+    (True, True)
+    """
+    from models.keras_version import installed_keras
+
+    if not isinstance(child_trainable, bool):
+        raise TypeError(f"`child_trainable` must be True or False, received {child_trainable!r}.")
+    keras.utils.set_random_seed(check_whole_number("seed", seed, 0))
+    model = build_nested_example()
+    tree = LayerTree(model)
+    inner = model.get_layer("inner")
+    set_trainable(inner, False)
+    set_trainable(inner.get_layer("dense_a"), child_trainable)
+    dense_layers = [
+        ("outer/inner/dense_a", inner.get_layer("dense_a")),
+        ("outer/inner/dense_b", inner.get_layer("dense_b")),
+        ("outer/head", model.get_layer("head")),
+    ]
+    before = {path: np.array(layer.kernel.numpy(), copy=True) for path, layer in dense_layers}
+    trained_ids = {id(variable) for variable in model.trainable_weights}
+    generator = np.random.default_rng(seed)
+    x = generator.normal(size=(32, 4)).astype("float32")
+    y = generator.normal(size=(32, 2)).astype("float32")
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    layers = []
+    for path, layer in dense_layers:
+        after = layer.kernel.numpy()
+        layers.append(
+            LayerTraining(
+                path=path,
+                flag=bool(layer.trainable),
+                badge_trains=bool(tree.node(path).effectively_trainable),
+                in_trainable_weights=id(layer.kernel) in trained_ids,
+                moved=not np.array_equal(after, before[path]),
+                kernel_change=float(np.max(np.abs(after - before[path]))),
+            )
+        )
+    return FlagVersusTraining(tuple(layers), installed_keras().label)
+
+
 # ------------------------------------------------------------------------ transfer workflow
 @dataclass(frozen=True)
 class WorkflowPhase:

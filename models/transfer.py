@@ -209,7 +209,7 @@ def build_transfer_model(
     data_input_shape: tuple[int, ...],
     num_classes: int,
     *,
-    base_training: bool | None = False,
+    base_training: bool | None = None,
     dropout: float = 0.2,
     rescaling: tuple[float, float] | None = None,
     preprocessing: str | None = None,
@@ -240,13 +240,14 @@ def build_transfer_model(
         data_input_shape: Shape of one sample: `(height, width, channels)` for images,
             `(num_features,)` for tabular data.
         num_classes: Number of classes of the new head, at least 2.
-        base_training: The `training` argument recorded for the base's node: `False`
-            (default), `None` or `True`. Caution, measured with Keras 3.15: `fit`,
-            `evaluate` and `predict` pass their own `training` flag to every nested layer and
-            it overrides this value (keras-team/keras#20285), so it only takes effect when the
-            model is called directly as `model(x)`. To keep BatchNormalization in inference
-            mode while fine-tuning, freeze those layers (`trainable = False`): a frozen
-            BatchNormalization layer always runs in inference mode in Keras 3.
+        base_training: The `training` argument the base's node is called with: None
+            (default: `base(x)`), `False` or `True`. What `False` does during `fit` differs
+            between Keras versions (`models.keras_version.VERSION_NOTES["training_false"]`):
+            up to Keras 3.15 `fit`'s own flag wins; after 3.15.1 (keras-team/keras#23364)
+            `False` wins for the base and for every head layer after it, so a head Dropout
+            would drop nothing. FreezeLab therefore calls `base(x)` and keeps
+            BatchNormalization in inference mode by freezing it (`trainable = False`): a
+            frozen BatchNormalization layer runs in inference mode on every Keras 3 version.
         dropout: Dropout rate before the classifier, in [0, 1); 0 adds no dropout layer.
         rescaling: Optional `(scale, offset)` for a `keras.layers.Rescaling` applied right
             before the base, e.g. `(2.0, -1.0)` to map [0, 1] data to the [-1, 1] range
@@ -298,7 +299,9 @@ def build_transfer_model(
     if preprocessing is not None:
         outputs = ImagenetPreprocessing(preprocessing, name="preprocess")(outputs)
 
-    outputs = base(outputs, training=base_training)
+    # None records no training argument at all: fit's own flag then applies to the base.
+    call_arguments = {} if base_training is None else {"training": base_training}
+    outputs = base(outputs, **call_arguments)
 
     feature_rank = len(base.outputs[0].shape)
     if feature_rank == 4:

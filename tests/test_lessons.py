@@ -10,6 +10,7 @@ from models.lessons import (
     batch_norm_weights,
     build_nested_example,
     dense_weights,
+    flag_versus_training,
     frozen_dense,
     nested_freeze,
     train_with_frozen_layer,
@@ -123,3 +124,28 @@ def test_transfer_workflow_phases():
     assert fine_tune.base_drift > 0
     assert fine_tune.learning_rate < head.learning_rate
     assert np.isfinite(result.history["loss"]).all()
+
+
+@pytest.mark.parametrize("child_trainable", [True, False])
+def test_the_flag_versus_what_keras_trains_is_measured_and_the_badge_agrees(child_trainable):
+    result = flag_versus_training(seed=0, child_trainable=child_trainable)
+    # Independent reference: the same flags set by hand with plain Keras, and Keras's own
+    # trainable_weights; "moved" is read bitwise from the kernels after a real fit.
+    keras.utils.set_random_seed(0)
+    reference = build_nested_example()
+    inner = reference.get_layer("inner")
+    inner.trainable = False
+    inner.get_layer("dense_a").trainable = child_trainable
+    keras_trained = {id(variable) for variable in reference.trainable_weights}
+    by_hand = {
+        "outer/inner/dense_a": id(inner.get_layer("dense_a").kernel) in keras_trained,
+        "outer/inner/dense_b": id(inner.get_layer("dense_b").kernel) in keras_trained,
+        "outer/head": id(reference.get_layer("head").kernel) in keras_trained,
+    }
+    for layer in result.layers:
+        assert layer.in_trainable_weights == by_hand[layer.path], layer.path
+        assert layer.moved == layer.in_trainable_weights, layer.path
+        assert layer.moved == (layer.kernel_change > 0)
+    assert result.badge_matches_keras
+    assert result.layer("outer/inner/dense_a").flag is child_trainable
+    assert result.keras_version.startswith(f"Keras {keras.__version__}")

@@ -253,7 +253,12 @@ def _model_code(model: keras.Model, base: keras.Model) -> CodeParts:
     lines = ["# The transfer model: input adaptation, the base as one nested layer, a new head."]
     for layer in model.layers:
         if layer is base:
-            lines.append("x = base(x, training=False)")
+            lines.append(
+                "# No `training=False` here: what it does during fit differs between Keras "
+                "versions\n# (keras-team/keras#23364); frozen BatchNormalization layers run in "
+                "inference mode anyway."
+            )
+            lines.append("x = base(x)")
             continue
         layer_lines = _adaptation_code(layer, imports) or _head_code(layer)
         if layer_lines is None:

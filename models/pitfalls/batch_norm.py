@@ -2,8 +2,9 @@
 
 The base is frozen in every run. The wrong run sets its BatchNormalization layers back to
 trainable; the right run keeps them frozen; a third run keeps them trainable but calls the base
-as `base(x, training=False)`, the folklore fix, which does not protect them during `fit` in
-Keras 3.15 (keras-team/keras#20285).
+as `base(x, training=False)`, the folklore fix, whose effect during `fit` depends on the Keras
+version (see `models.keras_version.VERSION_NOTES["training_false"]`): the third run's verdict
+is read from its measurement.
 
 Example:
 >>> wrong, right, folklore = run(seed=0)
@@ -37,21 +38,23 @@ PITFALL = Pitfall(
         "whose flag is trainable updates them on every training batch from the new "
         "data, which shifts the pretrained features. A frozen BatchNormalization "
         "layer runs in inference mode and keeps them exactly. Folklore says calling "
-        "the base as `base(x, training=False)` also protects them; in Keras 3.15 it "
-        "does not during `fit`: the training flag that `fit` passes wins "
-        "(keras-team/keras#20285). The third run measures it."
+        "the base as `base(x, training=False)` also protects them; whether it does "
+        "during `fit` depends on the Keras version. The third run measures it on the "
+        "installed Keras."
     ),
     what_to_look_at=(
         "The base is frozen except its BatchNormalization layers in the wrong run; "
         "everything in the base is frozen in the right run. Look at the moving-"
         "statistics chart and the 'moving mean change' number: it moves when the "
-        "layers are trainable, also with `training=False`, and is bitwise zero when "
-        "they are frozen."
+        "layers are trainable, is bitwise zero when they are frozen, and the third run "
+        "shows what `training=False` does on this Keras."
     ),
     fix=(
         "Freeze the BatchNormalization layers (`layer.trainable = False`), also when "
-        "you fine-tune the rest of the base; do not rely on `training=False`."
+        "you fine-tune the rest of the base: that holds on every Keras version, whatever "
+        "`training=False` does."
     ),
+    version_note="training_false",
 )
 
 
@@ -73,8 +76,8 @@ def _verdict(
 def _label(batch_norm_trainable: bool, base_training: bool | None) -> str:
     if not batch_norm_trainable:
         return "Right: BN frozen"
-    if base_training is False:
-        return "Also wrong: BN trainable, training=False"
+    if base_training is False:  # the outcome decides the prefix (see `run`)
+        return "BN trainable, training=False"
     return "Wrong: BN left trainable"
 
 
@@ -144,17 +147,17 @@ def run(seed: int) -> tuple[VariantResult, ...]:
 
     Example:
     >>> wrong, right, folklore = run(seed=0)
-    >>> folklore.status
+    >>> folklore.status  # Keras 3.15.1: fit's training flag wins over training=False
     'problem'
     """
     wrong = _variant(seed, batch_norm_trainable=True, base_training=None)
     right = _variant(seed, batch_norm_trainable=False, base_training=None)
     folklore = _variant(seed, batch_norm_trainable=True, base_training=False)
+    prefix = "Also wrong: " if folklore.status == PROBLEM else "Works on this Keras: "
+    verdict = folklore.verdict
     if folklore.status == PROBLEM and (
         folklore.numbers["Moving mean change"] == wrong.numbers["Moving mean change"]
     ):
-        folklore = dataclasses.replace(
-            folklore,
-            verdict=folklore.verdict + " Exactly the same change as without training=False.",
-        )
+        verdict += " Exactly the same change as without training=False."
+    folklore = dataclasses.replace(folklore, label=prefix + folklore.label, verdict=verdict)
     return wrong, right, folklore

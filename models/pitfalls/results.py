@@ -86,6 +86,7 @@ class VariantResult:
         chart_kind: "weights" or "state": the drift kind that shows the effect.
         layer_order: Layer paths in model order (for the charts).
         seconds: Wall-clock time of this variant.
+        keras_messages: What Keras itself said during the run (warnings, a refusal), verbatim.
     """
 
     label: str
@@ -99,6 +100,7 @@ class VariantResult:
     chart_kind: str
     layer_order: tuple[str, ...]
     seconds: float
+    keras_messages: tuple[str, ...] = ()
 
     @property
     def numbers(self) -> dict[str, float]:

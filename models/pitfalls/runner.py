@@ -29,11 +29,11 @@ import pandas as pd
 
 from models.bundled import BUNDLED_INPUT_SHAPE, load_bundled_base, load_bundled_model
 from models.datasets import load_bundled_dataset
-from models.drift import DriftRecorder
+from models.drift import DriftRecorder, LayerCheck, VerificationResult
 from models.pitfalls.results import Measurement, VariantResult
 from models.splits import train_validation_split
 from models.transfer import build_transfer_model
-from models.tree import LayerTree
+from models.tree import STATE_KIND, WEIGHTS_KIND, LayerTree
 
 TASK = "digits_5_9"
 PRETRAINED_TASK = "digits_0_4"
@@ -306,6 +306,8 @@ class LabRun:
         seed: Seed of the head's weights, the data split and the batch order.
         base_training: The `training` argument the base is called with (see
             `build_transfer_model`).
+        model: A model built by the experiment itself (same base, its own head), instead
+            of `build_lab_model(seed, base_training)`.
 
     Attributes:
         seed: The seed.
@@ -322,10 +324,12 @@ class LabRun:
     ...                      measurements=(accuracy_measurement(history),), chart_kind="weights")
     """
 
-    def __init__(self, seed: int, base_training: bool | None = None) -> None:
+    def __init__(
+        self, seed: int, base_training: bool | None = None, model: keras.Model | None = None
+    ) -> None:
         self._started = time.perf_counter()
         self.seed = seed
-        self.model = build_lab_model(seed, base_training=base_training)
+        self.model = model if model is not None else build_lab_model(seed, base_training)
         self.tree = LayerTree(self.model)
         self.recorder = DriftRecorder(self.tree, every_n_batches=DRIFT_EVERY_BATCHES)
         self.history: dict[str, list[float]] = {}
@@ -337,6 +341,7 @@ class LabRun:
         *,
         recompile: bool = True,
         measure: bool = True,
+        callbacks: Sequence[keras.callbacks.Callback] = (),
     ) -> dict[str, list[float]]:
         """Compiles (a fresh Adam) and fits on the lab's data, recording drift.
 
@@ -346,14 +351,15 @@ class LabRun:
             recompile: False reuses the previous `compile()` (the stale-compile mistake).
             measure: False trains without the recorder and leaves `history` as it is (a
                 warm-up before the measurement starts).
+            callbacks: More Keras callbacks for this fit (an experiment's own probes).
 
         Returns:
             This fit's history ("loss", "accuracy", "val_loss", "val_accuracy" per epoch).
         """
         if recompile:
             compile_model(self.model, learning_rate)
-        callbacks = [self.recorder] if measure else None
-        history = fit_model(self.model, self.seed, epochs=epochs, callbacks=callbacks)
+        fit_callbacks = [*([self.recorder] if measure else []), *callbacks]
+        history = fit_model(self.model, self.seed, epochs=epochs, callbacks=fit_callbacks)
         if measure:
             self.history = merge_histories(self.history, history)
         return history
@@ -395,3 +401,82 @@ class LabRun:
             layer_order=tuple(self.tree.paths()),
             seconds=time.perf_counter() - self._started,
         )
+
+
+# ---------------------------------------------------------- bitwise check of chosen layers
+LayerSnapshot = dict[str, tuple[tuple[keras.Variable, str, np.ndarray], ...]]
+"""Per layer path: `(variable, kind, copy)` for each of the layer's own variables."""
+
+
+def snapshot_layers(tree: LayerTree, paths: Sequence[str]) -> LayerSnapshot:
+    """Copies the own weights and state of chosen layers now, to check bitwise later.
+
+    For runs where the `DriftRecorder`'s own check does not fit: the layers that should not
+    change are not frozen in the model being trained (a layer shared with another model, a
+    freeze plan lost on loading), so the recorder does not know them as frozen.
+
+    Args:
+        tree: The `LayerTree` that holds the layers.
+        paths: Layer paths; those without variables of their own are skipped.
+
+    Returns:
+        A `LayerSnapshot` for `verify_layers`.
+
+    Example:
+    >>> snapshot = snapshot_layers(run.tree, run.tree.descendants(BASE_PATH))
+    >>> verify_layers(snapshot).all_unchanged
+    True
+    """
+    snapshot: LayerSnapshot = {}
+    for path in paths:
+        variables = tree.own_variables(path)
+        if variables:
+            snapshot[path] = tuple(
+                (variable, kind, np.array(variable.numpy(), copy=True))
+                for variable, kind in variables
+            )
+    return snapshot
+
+
+def verify_layers(snapshot: LayerSnapshot) -> VerificationResult:
+    """Checks bitwise (byte for byte) whether each snapshotted layer kept weights and state.
+
+    Args:
+        snapshot: From `snapshot_layers`, taken before the run.
+
+    Returns:
+        A `VerificationResult` with one `LayerCheck` per layer, in snapshot order.
+    """
+
+    def unchanged(entries: tuple[tuple[keras.Variable, str, np.ndarray], ...], kind: str) -> bool:
+        return all(
+            np.array_equal(
+                np.ascontiguousarray(np.asarray(variable.numpy())).view(np.uint8),
+                np.ascontiguousarray(start).view(np.uint8),
+            )
+            for variable, variable_kind, start in entries
+            if variable_kind == kind
+        )
+
+    return VerificationResult(
+        checks=tuple(
+            LayerCheck(
+                path=path,
+                weights_unchanged=unchanged(entries, WEIGHTS_KIND),
+                state_unchanged=unchanged(entries, STATE_KIND),
+            )
+            for path, entries in snapshot.items()
+        )
+    )
+
+
+def largest_change(snapshot: LayerSnapshot) -> float:
+    """The largest |W_now - W_snapshot| over every snapshotted variable (0 when none)."""
+    return max(
+        (
+            float(np.max(np.abs(np.asarray(variable.numpy()) - start)))
+            for entries in snapshot.values()
+            for variable, _, start in entries
+        ),
+        default=0.0,
+    )
