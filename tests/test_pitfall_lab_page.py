@@ -48,6 +48,25 @@ def test_pitfall_lab_runs_one_pitfall_and_shows_both_verdicts():
     assert any("'conv3' trained" in w.value for w in at.warning)
 
 
+def test_pitfall_lab_draws_the_shared_layer_save_and_load_and_custom_loop_pitfalls():
+    at = AppTest.from_function(pitfall_lab_script, default_timeout=240).run()
+    for key in ("shared_layer", "save_and_load", "custom_loop"):
+        at.selectbox(key="pitfall_choice").set_value(key).run()
+        button(at, "▶ Run experiment").click().run()
+        assert not at.exception, key
+        failures = [e.value for e in at.error if "could not" in e.value]
+        assert not failures, failures
+        result = at.session_state["pitfall_results"][(key, 0)]
+        banners = [b.value for b in (*at.error, *at.warning, *at.success, *at.info)]
+        assert all(variant.verdict in banners for variant in result.variants), key
+        labels = {metric.label for metric in at.metric}
+        for variant in result.variants:
+            assert {measurement.label for measurement in variant.measurements} <= labels, key
+        captions = " ".join(caption.value for caption in at.caption)
+        assert result.right.verification.message() in captions, key
+        assert len(at.get("plotly_chart")) == 2, key
+
+
 def test_lessons_show_keras_numbers_and_react_to_controls():
     at = AppTest.from_function(lessons_script, default_timeout=120).run()
     assert not at.exception

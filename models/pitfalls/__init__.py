@@ -22,7 +22,10 @@ One owner for each thing:
 - `runner`: the lab's model, data, compile and fit, and `LabRun`, which does them once for
   every variant and packs the evidence.
 - `stale_compile`, `batch_norm`, `early_fine_tuning` (with `two_phase_fine_tune`),
-  `child_under_frozen_parent`: one experiment each, its texts and its runs.
+  `child_under_frozen_parent`, `shared_layer` (one base under two models), `save_and_load`
+  (which flags survive `.keras`, `load_weights`, `clone_model`, `from_config`; with
+  `measure_routes`), `custom_loop` (a `GradientTape` / `jax.grad` loop over `model.weights`):
+  one experiment each, its texts and its runs.
 - `lab`: the registry `PITFALLS` in order and `run_pitfall`.
 
 Example:

@@ -5,7 +5,8 @@ puts them in the lab's order and checks the request.
 
 Example:
 >>> list(PITFALLS)
-['stale_compile', 'batch_norm', 'early_fine_tuning', 'child_under_frozen_parent']
+['stale_compile', 'batch_norm', 'early_fine_tuning', 'child_under_frozen_parent', 'shared_layer',
+ 'save_and_load', 'custom_loop']
 >>> run_pitfall("batch_norm").right.verification.all_unchanged
 True
 """
@@ -17,11 +18,27 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 from models.keras_version import installed_keras
-from models.pitfalls import batch_norm, child_under_frozen_parent, early_fine_tuning, stale_compile
+from models.pitfalls import (
+    batch_norm,
+    child_under_frozen_parent,
+    custom_loop,
+    early_fine_tuning,
+    save_and_load,
+    shared_layer,
+    stale_compile,
+)
 from models.pitfalls.results import Pitfall, PitfallResult, VariantResult
 from models.validation import check_choice, check_whole_number
 
-_EXPERIMENTS = (stale_compile, batch_norm, early_fine_tuning, child_under_frozen_parent)
+_EXPERIMENTS = (
+    stale_compile,
+    batch_norm,
+    early_fine_tuning,
+    child_under_frozen_parent,
+    shared_layer,
+    save_and_load,
+    custom_loop,
+)
 
 PITFALLS: Mapping[str, Pitfall] = MappingProxyType(
     {experiment.PITFALL.key: experiment.PITFALL for experiment in _EXPERIMENTS}
@@ -40,14 +57,16 @@ def run_pitfall(key: str, seed: int = 0) -> PitfallResult:
 
     Args:
         key: One of `PITFALLS`: "stale_compile", "batch_norm", "early_fine_tuning",
-            "child_under_frozen_parent".
+            "child_under_frozen_parent", "shared_layer", "save_and_load", "custom_loop"
+            (TensorFlow and JAX only).
         seed: Seed of the head's weights, the data split and the batch order.
 
     Returns:
         A `PitfallResult`: `.wrong`, `.right` and `.extra` variants with verdicts and drift.
 
     Raises:
-        ValueError: For an unknown key or a negative seed.
+        ValueError: For an unknown key or a negative seed, or "custom_loop" on a backend
+            other than TensorFlow or JAX.
 
     Example:
     >>> result = run_pitfall("batch_norm")

@@ -1,0 +1,243 @@
+"""Pitfalls 5-7 (shared layer, save and load, custom loop) on JAX, each against direct Keras.
+
+Keras picks its backend once per process from `KERAS_BACKEND`, so the lab and the direct
+measurements run together in one JAX subprocess (as in tests/test_backends.py); this process
+only compares. Nothing expects a fixed outcome for behaviour that might change with a Keras
+release: each report is compared with what Keras did in the same subprocess.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
+
+SCRIPT = r"""
+import json
+import tempfile
+from pathlib import Path
+
+import jax
+import keras
+import numpy as np
+
+from models.pitfalls import build_lab_model, pretrained_base, run_pitfall
+from models.pitfalls.save_and_load import ROUTE_LABELS
+
+generator = np.random.default_rng(0)
+x = generator.normal(size=(64, 8)).astype("float32")
+y = generator.integers(0, 2, 64)
+
+
+def small_model(shared_layer=None, name="small"):
+    layer = shared_layer or keras.layers.Dense(4, name="shared")
+    inputs = keras.Input((8,))
+    outputs = keras.layers.Dense(2, activation="softmax")(layer(inputs))
+    return keras.Model(inputs, outputs, name=name)
+
+
+def direct_shared_layer():
+    keras.utils.set_random_seed(0)
+    shared = keras.layers.Dense(4, name="shared")
+    model_a, model_b = small_model(shared, "a"), small_model(shared, "b")
+    shared.trainable = False
+    b_still_trains_it = any(weight is shared.kernel for weight in model_b.trainable_weights)
+    shared.trainable = True
+    kernel = np.array(model_a.get_layer("shared").kernel.numpy(), copy=True)
+    model_b.compile("adam", "sparse_categorical_crossentropy")
+    model_b.fit(x, y, epochs=1, verbose=0)
+    return {
+        "b_still_trains_it": b_still_trains_it,
+        "a_moved": not np.array_equal(kernel, model_a.get_layer("shared").kernel.numpy()),
+        "a_flag": bool(model_a.get_layer("shared").trainable),
+    }
+
+
+def keras_flags(layer, prefix=""):
+    path = f"{prefix}{layer.name}"
+    flags = {path: layer.trainable}
+    for child in getattr(layer, "layers", []):
+        flags.update(keras_flags(child, path + "/"))
+    return flags
+
+
+def trainable_params(model):
+    return int(sum(np.prod(weight.shape) for weight in model.trainable_weights))
+
+
+def direct_routes():
+    directory = Path(tempfile.mkdtemp())
+    model = build_lab_model(0)
+    base = model.get_layer("feature_extractor")
+    base.trainable = False
+    base.get_layer("conv3").trainable = True
+    flags = keras_flags(model)
+    model.save(directory / "direct.keras")
+    model.save_weights(directory / "direct.weights.h5")
+    rebuilt = build_lab_model(0)
+    rebuilt.load_weights(directory / "direct.weights.h5")
+    loaded = {
+        "keras_file": keras.models.load_model(directory / "direct.keras"),
+        "load_weights": rebuilt,
+        "clone_model": keras.models.clone_model(model),
+        "from_config": keras.Model.from_config(model.get_config()),
+    }
+    return {
+        "changed": {
+            key: sum(keras_flags(other).get(path) != flag for path, flag in flags.items())
+            for key, other in loaded.items()
+        },
+        "params": trainable_params(model),
+        "params_after": {key: trainable_params(other) for key, other in loaded.items()},
+    }
+
+
+def direct_custom_loop(all_weights):
+    # Keras's "training loop from scratch in JAX": stateless_call + jax.grad + stateless_apply.
+    keras.utils.set_random_seed(0)
+    model = small_model()
+    model.get_layer("shared").trainable = False
+    kernel = np.array(model.get_layer("shared").kernel.numpy(), copy=True)
+    trainable, non_trainable = model.trainable_variables, model.non_trainable_variables
+    chosen = [*trainable, *non_trainable] if all_weights else list(trainable)
+    optimizer = keras.optimizers.Adam(0.01)
+    optimizer.build(chosen)
+    loss_function = keras.losses.SparseCategoricalCrossentropy()
+    count = len(trainable)
+
+    def loss(chosen_values, other_values):
+        values = [*chosen_values, *other_values]
+        predictions, _ = model.stateless_call(values[:count], values[count:], x, training=True)
+        return loss_function(y, predictions)
+
+    chosen_values = [v.value for v in chosen]
+    other_values = [] if all_weights else [v.value for v in non_trainable]
+    optimizer_values = [v.value for v in optimizer.variables]
+    for _ in range(3):
+        gradients = jax.grad(loss)(chosen_values, other_values)
+        chosen_values, optimizer_values = optimizer.stateless_apply(
+            optimizer_values, gradients, chosen_values
+        )
+    for variable, value in zip(chosen, chosen_values):
+        variable.assign(value)
+    return not np.array_equal(kernel, model.get_layer("shared").kernel.numpy())
+
+
+def variant_report(variant):
+    return {
+        "label": variant.label,
+        "status": variant.status,
+        "verdict": variant.verdict,
+        "numbers": variant.numbers,
+        "all_unchanged": variant.verification.all_unchanged,
+        "checked": [check.path for check in variant.verification.checks],
+        "drift_rows": len(variant.drift),
+        "layer_order_ok": set(variant.drift["layer_path"]) <= set(variant.layer_order),
+    }
+
+
+report = {
+    "backend": keras.backend.backend(),
+    "head_params": pretrained_base().output_shape[-1] * 5 + 5,
+}
+for key in ("shared_layer", "save_and_load", "custom_loop"):
+    result = run_pitfall(key, seed=0)
+    report[key] = {
+        "environment": result.environment.backend,
+        "variants": [variant_report(variant) for variant in result.variants],
+    }
+report["direct_shared_layer"] = direct_shared_layer()
+report["direct_routes"] = direct_routes()
+report["route_labels"] = dict(ROUTE_LABELS)
+report["direct_custom_loop"] = {
+    "all": direct_custom_loop(all_weights=True),
+    "trainable": direct_custom_loop(all_weights=False),
+}
+model = build_lab_model(0)
+model.get_layer("feature_extractor").trainable = False
+states = [w for w in model.weights if w.path.endswith(("moving_mean", "moving_variance"))]
+report["counts"] = {
+    "weights_without_state": len(model.weights) - len(states),
+    "trainable": len(model.trainable_weights),
+}
+print("RESULT " + json.dumps(report))
+"""
+
+
+@pytest.fixture(scope="module")
+def jax_report():
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("JAX is not installed: pip install -r requirements-dev.txt")
+    environment = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
+    environment["PYTHONPATH"] = str(REPOSITORY_ROOT)
+    completed = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        cwd=REPOSITORY_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
+    assert completed.returncode == 0 and lines, completed.stderr[-3000:]
+    report = json.loads(lines[-1].removeprefix("RESULT "))
+    assert report["backend"] == "jax"
+    return report
+
+
+def check_common(result):
+    assert result["environment"] == "jax"
+    for variant in result["variants"]:
+        assert variant["drift_rows"] > 0 and variant["layer_order_ok"]
+        assert variant["verdict"]
+
+
+def test_shared_layer_on_jax_matches_direct_keras(jax_report):
+    result, direct = jax_report["shared_layer"], jax_report["direct_shared_layer"]
+    check_common(result)
+    wrong, right = (variant for variant in result["variants"])
+    numbers = wrong["numbers"]
+    head_params = jax_report["head_params"]
+    b_frozen_too = numbers["B's trainable params after A's freeze"] == head_params
+    assert b_frozen_too == (not direct["b_still_trains_it"])
+    assert (numbers["A's base layers that moved"] > 0) == direct["a_moved"]
+    assert wrong["all_unchanged"] == (not direct["a_moved"])
+    assert numbers["A's base flag at the end"] == float(direct["a_flag"])
+    assert right["status"] == "fine" and right["all_unchanged"] and len(right["checked"]) == 6
+    assert right["numbers"]["A's predictions that changed"] == 0
+
+
+def test_save_and_load_on_jax_matches_direct_keras(jax_report):
+    result, direct = jax_report["save_and_load"], jax_report["direct_routes"]
+    check_common(result)
+    wrong, right = (variant for variant in result["variants"])
+    for key, label in jax_report["route_labels"].items():
+        assert wrong["numbers"][f"Flags after {label}"] == direct["changed"][key], key
+    kept = sum(count == 0 for count in direct["changed"].values())
+    assert wrong["numbers"]["Routes that kept every flag"] == kept
+    trains_more = direct["params_after"]["load_weights"] != direct["params"]
+    assert (wrong["numbers"]["Layers the plan froze that trained"] > 0) == trains_more
+    assert wrong["all_unchanged"] == (not trains_more)
+    assert right["numbers"]["Flags that differ from the plan"] == 0
+    assert right["numbers"]["Trainable params (Keras)"] == direct["params"]
+    assert right["status"] == "fine" and right["all_unchanged"] and len(right["checked"]) == 5
+
+
+def test_custom_loop_on_jax_matches_a_direct_stateless_loop(jax_report):
+    result, direct = jax_report["custom_loop"], jax_report["direct_custom_loop"]
+    check_common(result)
+    wrong, right = (variant for variant in result["variants"])
+    assert wrong["all_unchanged"] == (not direct["all"])
+    assert (wrong["numbers"]["Frozen layers that moved"] > 0) == direct["all"]
+    assert not direct["trainable"]
+    assert right["status"] == "fine" and right["all_unchanged"] and len(right["checked"]) == 6
+    assert right["numbers"]["Largest change in a frozen layer"] == 0
+    counts = jax_report["counts"]
+    assert wrong["numbers"]["Variables differentiated"] == counts["weights_without_state"]
+    assert right["numbers"]["Variables differentiated"] == counts["trainable"]
