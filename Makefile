@@ -43,6 +43,23 @@ chromium:
 
 test: lint chromium pytest
 
+# The oldest allowed core: requirements.txt's lower bounds (scripts/minimum_versions.py pins
+# the lowest allowed minor of each core package) in their own venv, running the tests that
+# need only models/ (no Streamlit, no browser). `.ci/run` runs it after `make test`.
+MIN_VENV := .venv-minimum
+.PHONY: test-minimum
+$(MIN_VENV)/.installed: requirements.txt scripts/minimum_versions.py | $(BIN)/python
+	$(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(MIN_VENV)/bin/python -m pip install --quiet \
+	  $$($(BIN)/python scripts/minimum_versions.py pins) pytest pytest-timeout
+	touch $@
+
+test-minimum: $(MIN_VENV)/.installed
+	$(MIN_VENV)/bin/python -m pip list 2>/dev/null | grep -iE '^(tensorflow|keras|numpy|pandas|scikit-learn|pillow) '
+	$(MIN_VENV)/bin/python -m pytest -o addopts="-ra" -p no:cacheprovider \
+	  $$($(BIN)/python scripts/minimum_versions.py tests)
+
 # Re-creates models/bundled_digits_cnn.keras from scikit-learn's bundled digits (fixed seed).
 bundled: $(VENV)/.runtime-installed
 	$(BIN)/python scripts/train_bundled_model.py
@@ -52,10 +69,18 @@ screenshots: $(VENV)/.dev-installed
 	$(BIN)/python scripts/screenshots.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(MIN_VENV) .pytest_cache .ruff_cache
 
 # Performance ratios (benchmarks/*.py, each in its own process): prints a table and writes
 # benchmarks/report.json. A report, never a test; about 12 minutes on 2 cores.
 .PHONY: bench
 bench: $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/run_all.py
+
+# Workshop load test (issue 12): 30 real sessions in one headless Chromium against
+# `streamlit run serve.py` (10 train, 20 click; then reloads and closed pages mid-run; memory per
+# 10k-image upload). Prints a table and writes benchmarks/loadtest.json; a report, never a test.
+# About 6-10 minutes on 2 cores; `make loadtest LOADTEST_ARGS=--quick` for a 2-minute smoke run.
+.PHONY: loadtest
+loadtest: $(VENV)/.dev-installed chromium
+	$(BIN)/python benchmarks/loadtest.py $(LOADTEST_ARGS)

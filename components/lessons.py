@@ -15,6 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from components import state
+from models.keras_version import installed_keras
 from models.lessons import (
     LayerWeights,
     batch_norm_weights,
@@ -319,7 +320,8 @@ def render_lessons() -> None:
     """
     st.markdown(
         "The ideas behind FreezeLab, after the Keras guide *Transfer learning & fine-tuning*. "
-        "Each number below is read from a real Keras layer or model."
+        "Each number below is read from a real Keras layer or model, measured on "
+        f"**{installed_keras().label}**."
     )
     for index, (title, render) in enumerate(STEPS):
         with st.expander(title, expanded=index == 0):

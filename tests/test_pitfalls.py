@@ -87,23 +87,18 @@ def test_variants_start_from_identical_weights():
     assert original_task_accuracy(pretrained_base()) == 1.0
 
 
-def test_stale_compile_moves_the_frozen_layers_and_recompiling_keeps_them(results):
+def test_stale_compile_recompiling_keeps_the_frozen_layers(results):
+    # The wrong way's outcome depends on the Keras version and backend: it is checked
+    # against a direct Keras measurement in tests/test_keras_truth.py.
     result = results("stale_compile")
     check_common(result)
-    wrong, right = result.wrong, result.right
-    assert wrong.status == PROBLEM and right.status == FINE
-    assert not wrong.verification.all_unchanged
-    assert f"{BASE_PATH}/conv1" in wrong.verification.changed_paths
-    assert "transfer_model/feature_extractor/conv1" in wrong.verification.message()
-    assert "moved" in wrong.verdict and "max |dW|" in wrong.verdict
-    assert wrong.numbers["Largest change in a frozen layer"] > 0
-    frozen = final_rows(wrong, "weights").loc[f"{BASE_PATH}/conv1"]
-    assert frozen["frozen"] and frozen["max_abs_change"] > 0
+    right = result.right
+    assert right.status == FINE
     assert right.verification.all_unchanged and right.verification.num_checked == 6
     assert right.numbers["Largest change in a frozen layer"] == 0
 
 
-def test_batch_norm_statistics_move_unless_frozen_even_with_training_false(results):
+def test_batch_norm_statistics_move_unless_frozen(results):
     result = results("batch_norm")
     check_common(result)
     wrong, right, (folklore,) = result.wrong, result.right, result.extra
@@ -115,10 +110,9 @@ def test_batch_norm_statistics_move_unless_frozen_even_with_training_false(resul
     assert right.verification.all_unchanged
     checks = {check.path: check for check in right.verification.checks}
     assert all(checks[path].state_unchanged for path in BATCH_NORM_PATHS)
-    # Measured (Keras 3.15): base(x, training=False) does not protect the moving statistics.
-    assert folklore.status == PROBLEM
-    assert folklore.numbers["Moving mean change"] > 0
-    assert "training=False" in folklore.verdict
+    # What base(x, training=False) does is version-dependent: tests/test_keras_truth.py
+    # compares this run with a direct Keras measurement.
+    assert "training=False" in folklore.label
 
 
 def test_early_fine_tuning_overwrites_the_base_more_than_the_recipe(results):

@@ -6,7 +6,7 @@ puts them in the lab's order and checks the request.
 Example:
 >>> list(PITFALLS)
 ['stale_compile', 'batch_norm', 'early_fine_tuning', 'child_under_frozen_parent', 'shared_layer',
- 'save_and_load', 'custom_loop']
+ 'save_and_load', 'custom_loop', 'training_false']
 >>> run_pitfall("batch_norm").right.verification.all_unchanged
 True
 """
@@ -26,6 +26,7 @@ from models.pitfalls import (
     save_and_load,
     shared_layer,
     stale_compile,
+    training_false,
 )
 from models.pitfalls.results import Pitfall, PitfallResult, VariantResult
 from models.validation import check_choice, check_whole_number
@@ -38,6 +39,7 @@ _EXPERIMENTS = (
     shared_layer,
     save_and_load,
     custom_loop,
+    training_false,
 )
 
 PITFALLS: Mapping[str, Pitfall] = MappingProxyType(
