@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
-
 from models.pitfalls.results import FINE, PROBLEM, Measurement, Pitfall, VariantResult
 from models.pitfalls.runner import (
     BASE_PATH,
@@ -25,6 +23,7 @@ from models.pitfalls.runner import (
     accuracy_measurement,
     base_drift,
     copy_values,
+    max_change,
     moved,
 )
 
@@ -91,10 +90,7 @@ def _variant(seed: int, batch_norm_trainable: bool, base_training: bool | None) 
     moving_means = [run.tree.layer(path).moving_mean for path in batch_norm_paths]
     before = copy_values(moving_means)
     history = run.train(epochs=2)
-    mean_change = max(
-        float(np.max(np.abs(variable.numpy() - start)))
-        for variable, start in zip(moving_means, before, strict=True)
-    )
+    mean_change = max_change(moving_means, before)
     num_moved = sum(moved(moving_means, before))
     state_change = base_drift(run.recorder.frame(), "state")
     num_layers = len(batch_norm_paths)

@@ -282,6 +282,17 @@ def moved(variables: Sequence[keras.Variable], before: Sequence[np.ndarray]) -> 
     ]
 
 
+def max_change(variables: Sequence[keras.Variable], before: Sequence[np.ndarray]) -> float:
+    """The largest |value_now - value_before| over `variables` (0 when there are none)."""
+    return max(
+        (
+            float(np.max(np.abs(np.asarray(variable.numpy()) - start)))
+            for variable, start in zip(variables, before, strict=True)
+        ),
+        default=0.0,
+    )
+
+
 def accuracy_measurement(history: Mapping[str, list[float]]) -> Measurement:
     """The "Validation accuracy" measurement: held-out digits 5-9 after the last epoch."""
     accuracy = float((history.get("val_accuracy") or [math.nan])[-1])

@@ -29,6 +29,7 @@ from models.pitfalls.runner import (
     LabRun,
     accuracy_measurement,
     copy_values,
+    max_change,
     moved,
     pretrained_base,
 )
@@ -160,10 +161,7 @@ def _variant(seed: int, rely_on_training_false: bool) -> VariantResult:
     watch = _DropoutWatch()
     history = run.train(epochs=EPOCHS, learning_rate=FINE_TUNE_LEARNING_RATE, callbacks=[watch])
     num_moved = sum(moved(moving_means, before))
-    mean_change = max(
-        float(np.max(np.abs(variable.numpy() - start)))
-        for variable, start in zip(moving_means, before, strict=True)
-    )
+    mean_change = max_change(moving_means, before)
     zeroed = float(np.mean(watch.shares)) if watch.shares else 0.0
     problem = num_moved > 0 or zeroed < WORKING_DROPOUT_SHARE
     num_layers = len(batch_norm_paths)
