@@ -75,6 +75,32 @@ def streamlit_server(
     Yields:
         The app's URL, e.g. "http://localhost:8765".
     """
+    with streamlit_server_process(port, log_path, timeout, environment) as (url, _server):
+        yield url
+
+
+@contextlib.contextmanager
+def streamlit_server_process(
+    port: int | None = None,
+    log_path: Path | None = None,
+    timeout: float = 90,
+    environment: dict[str, str] | None = None,
+    new_session: bool = False,
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Like `streamlit_server`, and also gives the server's process (its PID, for memory).
+
+    Args:
+        port: Port to use; a free one when None.
+        log_path: Where the server's output goes (kept for failures); a temp file when None.
+        timeout: Seconds to wait for `/_stcore/health` to answer "ok".
+        environment: Extra environment variables for the server.
+        new_session: Start the server in its own session (`setsid`): on Linux with autogroup
+            scheduling it then gets its own share of the CPU instead of sharing the caller's.
+
+    Yields:
+        `(url, process)`: the app's URL and the running `subprocess.Popen` of the server,
+        once it answers its health check.
+    """
     port = port or free_port()
     log_path = log_path or Path(os.environ.get("TMPDIR", "/tmp")) / f"freezelab-{port}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,7 +117,12 @@ def streamlit_server(
     ]  # fmt: skip
     with open(log_path, "w") as log:
         server = subprocess.Popen(
-            command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=environment
+            command,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=environment,
+            start_new_session=new_session,
         )
         try:
             url = f"http://localhost:{port}"
@@ -110,7 +141,7 @@ def streamlit_server(
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"The server did not become healthy; see {log_path}.")
                 time.sleep(0.3)
-            yield url
+            yield url, server
         finally:
             server.terminate()
             try:
