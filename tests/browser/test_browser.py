@@ -70,7 +70,8 @@ def test_newcomer_freezes_the_feature_extractor_trains_and_sees_the_proof(page: 
     set_epochs(page, 2)
     go(page, "4 · Train")
     page.get_by_role("button", name="▶ Train").click()
-    bar = page.locator("[data-testid=stProgress]")
+    # The Train tab's bar refreshes every second (the sidebar's status every 2 s).
+    bar = page.get_by_role("tabpanel", name="4 · Train").locator("[data-testid=stProgress]")
     seen = set()
     deadline = time.monotonic() + 120
     while not page.get_by_text("Finished 2 epoch(s).").is_visible():
