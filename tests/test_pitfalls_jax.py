@@ -28,73 +28,16 @@ import numpy as np
 
 from models.pitfalls import build_lab_model, pretrained_base, run_pitfall
 from models.pitfalls.save_and_load import ROUTE_LABELS
+# The same direct Keras measurements as the TensorFlow tests, run here on JAX.
+from tests.test_pitfalls import direct_routes as _direct_routes
+from tests.test_pitfalls import direct_shared_layer, small_data, small_model
 
-generator = np.random.default_rng(0)
-x = generator.normal(size=(64, 8)).astype("float32")
-y = generator.integers(0, 2, 64)
-
-
-def small_model(shared_layer=None, name="small"):
-    layer = shared_layer or keras.layers.Dense(4, name="shared")
-    inputs = keras.Input((8,))
-    outputs = keras.layers.Dense(2, activation="softmax")(layer(inputs))
-    return keras.Model(inputs, outputs, name=name)
-
-
-def direct_shared_layer():
-    keras.utils.set_random_seed(0)
-    shared = keras.layers.Dense(4, name="shared")
-    model_a, model_b = small_model(shared, "a"), small_model(shared, "b")
-    shared.trainable = False
-    b_still_trains_it = any(weight is shared.kernel for weight in model_b.trainable_weights)
-    shared.trainable = True
-    kernel = np.array(model_a.get_layer("shared").kernel.numpy(), copy=True)
-    model_b.compile("adam", "sparse_categorical_crossentropy")
-    model_b.fit(x, y, epochs=1, verbose=0)
-    return {
-        "b_still_trains_it": b_still_trains_it,
-        "a_moved": not np.array_equal(kernel, model_a.get_layer("shared").kernel.numpy()),
-        "a_flag": bool(model_a.get_layer("shared").trainable),
-    }
-
-
-def keras_flags(layer, prefix=""):
-    path = f"{prefix}{layer.name}"
-    flags = {path: layer.trainable}
-    for child in getattr(layer, "layers", []):
-        flags.update(keras_flags(child, path + "/"))
-    return flags
-
-
-def trainable_params(model):
-    return int(sum(np.prod(weight.shape) for weight in model.trainable_weights))
+x, y = small_data()
 
 
 def direct_routes():
-    directory = Path(tempfile.mkdtemp())
-    model = build_lab_model(0)
-    base = model.get_layer("feature_extractor")
-    base.trainable = False
-    base.get_layer("conv3").trainable = True
-    flags = keras_flags(model)
-    model.save(directory / "direct.keras")
-    model.save_weights(directory / "direct.weights.h5")
-    rebuilt = build_lab_model(0)
-    rebuilt.load_weights(directory / "direct.weights.h5")
-    loaded = {
-        "keras_file": keras.models.load_model(directory / "direct.keras"),
-        "load_weights": rebuilt,
-        "clone_model": keras.models.clone_model(model),
-        "from_config": keras.Model.from_config(model.get_config()),
-    }
-    return {
-        "changed": {
-            key: sum(keras_flags(other).get(path) != flag for path, flag in flags.items())
-            for key, other in loaded.items()
-        },
-        "params": trainable_params(model),
-        "params_after": {key: trainable_params(other) for key, other in loaded.items()},
-    }
+    _, changed, params, params_after = _direct_routes(Path(tempfile.mkdtemp()))
+    return {"changed": changed, "params": params, "params_after": params_after}
 
 
 def direct_custom_loop(all_weights):
