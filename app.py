@@ -50,7 +50,7 @@ if warming is not None:
 
 LOGGER = logging.getLogger("freezelab")
 REFRESH_SECONDS = 1.0
-HEARTBEAT_SECONDS = 2.0  # well inside the orphan grace period (FREEZELAB_ORPHAN_GRACE_S)
+HEARTBEAT_SECONDS = 2.0  # the run status; also a sign of life where no socket can be seen
 DRIFT_REFRESH_SECONDS = 2.5
 TAB_LABELS = ("1 · Model", "2 · Freeze", "3 · Data", actions.TRAIN_TAB, "5 · Drift",
               "Compare runs", "Export", "Pitfall lab", "Lessons")  # fmt: skip

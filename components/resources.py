@@ -11,6 +11,7 @@ import os
 
 import streamlit as st
 
+from components.connections import connection_open
 from models.catalogue import load_template
 from models.datasets import ImageDataset, load_bundled_dataset
 from models.download import ProgressCallback
@@ -74,7 +75,8 @@ def session_registry() -> SessionRegistry:
     """Every URL session of this server, and the reaper of their orphaned jobs (started once).
 
     FREEZELAB_ORPHAN_GRACE_S sets the grace period, FREEZELAB_MEMORY_BUDGET the memory budget.
+    A page counts as open while its websocket is (Streamlit's runtime says so).
     """
-    registry = SessionRegistry()
+    registry = SessionRegistry(connection_open=connection_open)
     registry.start_reaper()
     return registry

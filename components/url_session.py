@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 import streamlit as st
 
 from components import state
+from components.connections import this_connection
 from components.resources import (
     cached_application,
     cached_dataset,
@@ -74,7 +75,7 @@ def open_workspace(
         run is training (the page reattaches to it).
     """
     identifier = session_id()
-    session = session_registry().open(identifier)
+    session = session_registry().open(identifier, connection=this_connection())
     first_run_of_page = state.attach(session.values)
     created = False
     with session.lock:

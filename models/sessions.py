@@ -2,10 +2,13 @@
 
 A refresh or a reconnect opens a new socket but keeps the URL, so the page finds its session
 here again: the same `Workspace` (model, plan, dataset), its running job (live progress, Stop
-works) and the values the page keeps across reloads (its settings). A page shows it is still
-there by touching its session (every script run, and a heartbeat while a job trains); a
-session whose page has been gone longer than the grace period has its job cancelled by the
-reaper, which frees the job's training slot; the run then ends as `RunEnding.ORPHANED`.
+works) and the values the page keeps across reloads (its settings). A page is alive while one
+of its connections (the browser sockets its script runs came from) is open, which the server
+knows without the page doing anything, so a busy server that delays a page's reruns never
+mistakes it for gone; every script run (and a heartbeat while a job trains) also touches the
+session, which is all a registry without a connection probe goes by. A session whose page has
+been gone longer than the grace period has its job cancelled by the reaper, which frees the
+job's training slot; the run then ends as `RunEnding.ORPHANED`.
 
 Memory is bounded server-wide: `memory_budget_bytes()` (`FREEZELAB_MEMORY_BUDGET`, default
 half the machine's memory) is shared by every session's workspace (its model's weights and its
@@ -38,7 +41,7 @@ ORPHAN_GRACE_ENVIRONMENT_VARIABLE = "FREEZELAB_ORPHAN_GRACE_S"
 DEFAULT_ORPHAN_GRACE_SECONDS = 120.0
 MEMORY_BUDGET_ENVIRONMENT_VARIABLE = "FREEZELAB_MEMORY_BUDGET"
 DEFAULT_MEMORY_SHARE = 0.5  # of the machine's memory, when no budget is set
-MAX_REAP_INTERVAL_SECONDS = 5.0
+MAX_REAP_INTERVAL_SECONDS = 1.0  # a check is a few dictionary lookups
 _SIZE_PATTERN = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
@@ -181,7 +184,10 @@ class Session:
         session_id: The id in the page URL.
         workspace: Its `Workspace`, or None before it is built or after it was released.
         values: What the page keeps across refreshes (settings, choices), by name.
-        last_seen: `clock()` time of the page's last sign of life.
+        last_seen: `clock()` time of the page's last sign of life (a script run, a heartbeat,
+            or a connection found open).
+        connections: Ids of the connections (browser sockets) its script runs came from; the
+            closed ones are dropped when the registry next looks.
         released: How many times its workspace was released to free memory.
     """
 
@@ -189,6 +195,7 @@ class Session:
     workspace: Workspace | None = None
     values: dict[str, Any] = field(default_factory=dict)
     last_seen: float = 0.0
+    connections: set[str] = field(default_factory=set)
     released: int = 0
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
@@ -216,6 +223,9 @@ class SessionRegistry:
         memory_budget: Bytes all workspaces may hold together (`memory_budget_bytes()` when
             None).
         clock: Seconds, monotonic (tests pass a fake clock).
+        connection_open: Tells whether a connection (by the id given to `open` or `touch`) is
+            still open; a session with an open connection counts as seen now. The dashboard
+            asks Streamlit's runtime; None: only script runs and heartbeats count.
         on_orphan: Called with each `Orphan` the reaper cancels (for logs and the load test).
 
     Example:
@@ -232,6 +242,7 @@ class SessionRegistry:
         grace_seconds: float | None = None,
         memory_budget: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        connection_open: Callable[[str], bool] | None = None,
         on_orphan: Callable[[Orphan], None] | None = None,
     ) -> None:
         grace = orphan_grace_seconds() if grace_seconds is None else float(grace_seconds)
@@ -243,6 +254,7 @@ class SessionRegistry:
         self.grace_seconds = grace
         self.memory_budget = budget
         self.clock = clock
+        self.connection_open = connection_open
         self.on_orphan = on_orphan
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
@@ -250,13 +262,21 @@ class SessionRegistry:
         self._stop_reaper = threading.Event()
 
     # ------------------------------------------------------------------------- sessions
-    def open(self, session_id: str) -> Session:
-        """The session of `session_id` (created empty when new), marked as seen now."""
+    def open(self, session_id: str, connection: str | None = None) -> Session:
+        """The session of `session_id` (created empty when new), marked as seen now.
+
+        Args:
+            session_id: The id in the page URL.
+            connection: The id of the connection (browser socket) this script run came from;
+                while it is open, the session counts as alive.
+        """
         with self._lock:
             session = self._sessions.get(session_id)
             if session is None:
                 session = self._sessions[session_id] = Session(session_id)
             session.last_seen = self.clock()
+            if connection and self.connection_open is not None:
+                session.connections.add(connection)
             return session
 
     def get(self, session_id: str) -> Session | None:
@@ -272,9 +292,24 @@ class SessionRegistry:
                 session.last_seen = self.clock()
 
     def sessions(self) -> list[Session]:
-        """Every session, least recently seen first."""
+        """Every session, least recently seen first (one with an open connection: seen now)."""
         with self._lock:
+            self._see_open_connections()
             return sorted(self._sessions.values(), key=lambda session: session.last_seen)
+
+    def _see_open_connections(self) -> None:
+        """Marks sessions with an open connection as seen now; forgets closed connections."""
+        if self.connection_open is None:
+            return
+        now = self.clock()
+        for session in self._sessions.values():
+            if not session.connections:
+                continue
+            session.connections = {
+                connection for connection in session.connections if self.connection_open(connection)
+            }
+            if session.connections:
+                session.last_seen = now
 
     # ---------------------------------------------------------------------------- reaper
     def reap(self) -> list[Orphan]:
@@ -337,7 +372,7 @@ class SessionRegistry:
 
     @property
     def reap_interval(self) -> float:
-        """Seconds between the reaper's checks: a quarter of the grace period, at most 5 s."""
+        """Seconds between the reaper's checks: a quarter of the grace period, at most 1 s."""
         return min(MAX_REAP_INTERVAL_SECONDS, self.grace_seconds / 4)
 
     def start_reaper(self) -> None:

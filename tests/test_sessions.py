@@ -171,6 +171,52 @@ def test_an_orphan_waiting_for_a_slot_never_takes_it(template, digits):
     assert running.ending is RunEnding.STOPPED and slots.running == 0
 
 
+def test_an_open_connection_keeps_a_page_alive_without_heartbeats_and_a_closed_one_does_not(
+    template, digits
+):
+    clock = FakeClock()
+    open_connections = {"socket-1", "socket-2"}
+    registry = SessionRegistry(
+        grace_seconds=10, memory_budget=10**12, clock=clock,
+        connection_open=open_connections.__contains__,
+    )  # fmt: skip
+    slots = TrainingSlots(limit=2)
+    quiet = registry.open("session-f1", connection="socket-1")  # no heartbeat ever after
+    closing = registry.open("session-f2", connection="socket-2")
+    runs = {}
+    for session in (quiet, closing):
+        session.workspace = Workspace(template, digits, slots=slots)
+        runs[session.session_id] = session.workspace.start_run(LONG)
+    wait_until(lambda: all(run.job.progress().batch > 0 for run in runs.values()))
+
+    clock.now += 60  # a starved server ran neither page's script for a minute
+    assert registry.reap() == []  # both sockets are open: both pages are there
+    open_connections.discard("socket-2")  # the second tab is closed
+    clock.now += 9
+    assert registry.reap() == []  # within the grace, counted from when it was last open
+    assert closing.connections == set() and quiet.connections == {"socket-1"}
+    clock.now += 2
+    orphans = registry.reap()
+    assert [orphan.session_id for orphan in orphans] == ["session-f2"]
+    assert orphans[0].seconds_gone == pytest.approx(11)
+    runs["session-f2"].job.wait(60)
+    assert runs["session-f2"].ending is RunEnding.ORPHANED
+    assert not runs["session-f1"].job.progress().done
+    # A refresh of the quiet page opens a new socket; the old one closes: still alive.
+    registry.open("session-f1", connection="socket-3")
+    open_connections.symmetric_difference_update({"socket-1", "socket-3"})
+    clock.now += 60
+    assert registry.reap() == [] and quiet.connections == {"socket-3"}
+    quiet.workspace.stop()
+    runs["session-f1"].job.wait(60)
+    assert runs["session-f1"].ending is RunEnding.STOPPED
+
+
+def test_without_a_connection_probe_connections_are_not_kept(template, digits):
+    registry = SessionRegistry(grace_seconds=10, memory_budget=10**12, clock=FakeClock())
+    assert registry.open("session-g1", connection="socket-1").connections == set()
+
+
 def test_the_reaper_thread_frees_an_orphans_slot_within_the_grace_period_and_its_interval(
     template, digits
 ):

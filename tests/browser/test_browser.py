@@ -344,6 +344,40 @@ def test_a_refresh_mid_run_reattaches_to_the_run_and_keeps_plan_and_settings(pag
     expect(page.get_by_role("slider", name="Validation split")).to_have_value("0.25")
 
 
+def test_an_open_page_that_sends_nothing_for_longer_than_the_grace_keeps_its_job(
+    page: Page, app_url, runs_folder
+):
+    """A starved server (or a busy tab) can delay a page's heartbeats past the grace period;
+    its socket is still open, so the server must not take it for a closed page."""
+    from tests.browser.conftest import ORPHAN_GRACE_SECONDS
+
+    open_app(page, app_url)
+    set_epochs(page, 1000)
+    page.get_by_role("button", name="▶ Train").click()
+    expect(page.get_by_text(re.compile(r"Epoch \d+/1000 · batch")).first).to_be_visible(
+        timeout=90_000
+    )
+    record = runs_folder / session_of(page) / "run-000001.json"
+    # Pause the page's JavaScript: no heartbeat, no rerun, no message is sent or handled; the
+    # browser's network stack keeps the websocket open and answers the server's pings.
+    debugger = page.context.new_cdp_session(page)
+    debugger.send("Debugger.enable")
+    debugger.send("Debugger.pause")
+    time.sleep(ORPHAN_GRACE_SECONDS + 8)
+    assert not record.exists(), "the open page's run was cancelled as orphaned"
+    debugger.send("Debugger.resume")
+    debugger.detach()
+    bar = page.get_by_role("tabpanel", name="4 · Train").locator("[data-testid=stProgress]")
+    go(page, "4 · Train")
+    first = bar.first.inner_text()
+    expect(bar.first).not_to_have_text(first, timeout=30_000)  # still training, still live
+    page.get_by_role("button", name="■ Stop").click()
+    expect(page.get_by_text(re.compile(r"Stopped by request after \d+ epoch"))).to_be_visible(
+        timeout=30_000
+    )
+    assert json.loads(record.read_text())["ending"] == "stopped"
+
+
 def test_a_closed_page_has_its_job_cancelled_after_the_grace_period_and_saved_as_orphaned(
     browser, app_url, runs_folder
 ):
