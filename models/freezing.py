@@ -9,6 +9,8 @@ Keras facts this module relies on (measured with Keras 3.15, see tests/test_tree
   trainable parent does not unfreeze its frozen children there, while it does on JAX. FreezeLab
   applies Keras's documented semantics on every backend through `set_trainable`.
 - A layer object used by two parents has ONE flag: freezing it under either parent freezes it.
+- Keras's setter makes a LoRA layer's adapted kernel trainable again; every flag written here
+  is followed by `models.lora.keep_adapted_variable_frozen`, so freezing and LoRA compose.
 
 `FreezingOperations` holds `LayerTree`'s freezing methods (one node, everything, "up to",
 "the top N", BatchNormalization, a whole freeze plan); `LayerTree` mixes it in, as Keras's
@@ -21,6 +23,7 @@ from collections.abc import Iterable
 
 import keras
 
+from models.lora import keep_adapted_variable_frozen
 from models.validation import check_whole_number
 
 
@@ -33,6 +36,7 @@ def _set_own_trainable(layer: keras.layers.Layer, trainable: bool) -> None:
     layer._trainable = trainable
     for variable in layer._trainable_variables:
         variable.trainable = trainable
+    keep_adapted_variable_frozen(layer)
 
 
 def set_trainable(layer: keras.layers.Layer, trainable: bool) -> None:
@@ -50,8 +54,10 @@ def set_trainable(layer: keras.layers.Layer, trainable: bool) -> None:
     """
     setter = keras.layers.Layer.trainable.fset
     setter(layer, trainable)
+    keep_adapted_variable_frozen(layer)
     for sublayer in layer._flatten_layers(include_self=False, recursive=True):
         setter(sublayer, trainable)
+        keep_adapted_variable_frozen(sublayer)
 
 
 class FreezingOperations:

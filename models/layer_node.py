@@ -33,6 +33,21 @@ class ParameterCounts:
 
 
 @dataclass(frozen=True)
+class VariableState:
+    """One variable a layer owns, and whether `fit` updates it now.
+
+    Attributes:
+        name: The variable's name, e.g. "kernel", "bias", "lora_kernel_a", "moving_mean".
+        params: Its number of scalars.
+        trains: Whether it is in the model's `trainable_weights` now.
+    """
+
+    name: str
+    params: int
+    trains: bool
+
+
+@dataclass(frozen=True)
 class LayerNode:
     """One node of the layer tree: a model, a nested model, a layer or a sublayer.
 
@@ -61,6 +76,11 @@ class LayerNode:
             too (a layer or variable with several parents). Every parent's subtree counts them,
             so subtree counts of siblings may overlap by this much; the top model's totals count
             each variable once, as Keras does.
+        supports_lora: Whether Keras can put a LoRA adapter on this layer (`enable_lora`).
+        lora_rank: The rank of its LoRA adapter, None without one.
+        lora_alpha: The adapter's scale numerator (it adds `(alpha / rank) * a @ b`).
+        variables: Its own variables and whether each trains now (a LoRA layer: the kernel
+            does not, the adapters and the bias do).
     """
 
     path: str
@@ -81,6 +101,18 @@ class LayerNode:
     is_model: bool
     is_shared: bool
     shared_params: int = 0
+    supports_lora: bool = False
+    lora_rank: int | None = None
+    lora_alpha: float | None = None
+    variables: tuple[VariableState, ...] = ()
+
+    @property
+    def state(self) -> str:
+        """The layer's state in one word: "frozen", "lora" (adapters train, the kernel does
+        not) or "trainable"."""
+        if not self.effectively_trainable:
+            return "frozen"
+        return "lora" if self.lora_rank else "trainable"
 
     @property
     def total_params(self) -> int:

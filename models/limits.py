@@ -37,12 +37,20 @@ UNFREEZE_STEPS_RANGE: tuple[int, int] = (1, 20)
 LAYERS_PER_STEP_RANGE: tuple[int, int] = (1, TOP_LAYERS_RANGE[1] // UNFREEZE_STEPS_RANGE[1])
 """Base layers added at each gradual unfreezing step (steps x layers stays in TOP_LAYERS_RANGE)."""
 
+LORA_RANK_RANGE: tuple[int, int] = (1, 512)
+"""Rank of a LoRA adapter (the inner size of its two matrices); typical: 4 to 16."""
+
+LORA_ALPHA_RANGE: tuple[float, float] = (0.01, 4096.0)
+"""LoRA's scale numerator: the adapter adds `(alpha / rank) * a @ b`; Keras's default: the rank."""
+
 __all__ = [
     "BATCH_SIZE_RANGE",
     "DRIFT_EVERY_BATCHES_RANGE",
     "EPOCHS_RANGE",
     "LAYERS_PER_STEP_RANGE",
     "LEARNING_RATE_RANGE",
+    "LORA_ALPHA_RANGE",
+    "LORA_RANK_RANGE",
     "SEED_RANGE",
     "TOP_LAYERS_RANGE",
     "UNFREEZE_STEPS_RANGE",

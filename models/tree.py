@@ -29,7 +29,8 @@ import keras
 import pandas as pd
 
 from models.freezing import FreezingOperations, set_trainable
-from models.layer_node import LayerNode, ParameterCounts
+from models.layer_node import LayerNode, ParameterCounts, VariableState
+from models.lora import is_lora, supports_lora
 from models.names import display_name
 
 __all__ = [
@@ -401,6 +402,7 @@ class LayerTree(FreezingOperations):
             for variable_id, (variable, _, _) in self._variables.items()
         }
         own: dict[str, tuple[int, int, int]] = {}
+        states: dict[str, tuple[VariableState, ...]] = {}
         subtree: dict[str, tuple[int, int]] = {}
         for path, entry in self._entries.items():
             trainable = non_trainable = state = 0
@@ -412,6 +414,10 @@ class LayerTree(FreezingOperations):
                 else:
                     non_trainable += size
             own[path] = (trainable, non_trainable, state)
+            states[path] = tuple(
+                VariableState(variable.name, size, trains[id(variable)])
+                for variable, _, size in entry.own_variables
+            )
             # Distinct variables of the subtree: a layer with two parents counts under both,
             # and a variable used twice inside one subtree counts once, as in `layer.weights`.
             trainable = non_trainable = 0
@@ -451,6 +457,10 @@ class LayerTree(FreezingOperations):
                     is_model=isinstance(layer, keras.Model),
                     is_shared=entry.is_shared,
                     shared_params=self._shared_params[path],
+                    supports_lora=supports_lora(layer),
+                    lora_rank=getattr(layer, "lora_rank", None) if is_lora(layer) else None,
+                    lora_alpha=float(layer.lora_alpha) if is_lora(layer) else None,
+                    variables=states[path],
                 )
             )
         return nodes

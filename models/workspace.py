@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,15 @@ import numpy as np
 from models.datasets import ImageDataset
 from models.export import run_config
 from models.job import Job, RunEnding
+from models.lora import (
+    LoraSetting,
+    copy_weights_merging_adapters,
+    enable_lora,
+    lora_layers,
+    lora_setting,
+    lora_targets,
+    why_not_lora,
+)
 from models.plans import FreezePlan
 from models.template import ModelTemplate
 from models.training import JobState, TrainingConfig, TrainingJob, TrainingSlots
@@ -38,6 +47,7 @@ class Run:
         dataset_title: The dataset's title.
         config: The `TrainingConfig`.
         frozen_paths: The freeze plan (paths whose flag is False) when the run started.
+        adapters: The LoRA adapters (path -> `LoraSetting`) when the run started.
         counts: Trainable / non-trainable parameters when the run started.
         job: Its job, a `TrainingJob` or a `ScheduledJob`, read through the `Job` protocol.
         layer_order: Node paths in model order, for charts.
@@ -55,6 +65,7 @@ class Run:
     depths: dict[str, int] = field(default_factory=dict)
     name: str = ""
     orphaned: bool = False
+    adapters: dict[str, LoraSetting] = field(default_factory=dict)
 
     @property
     def ending(self) -> RunEnding | None:
@@ -115,8 +126,20 @@ class Workspace:
         keep_plan: Iterable[str] | None,
         template: ModelTemplate | None = None,
         dataset: Any = None,
+        *,
+        adapters: Mapping[str, LoraSetting] | None = None,
+        weights_from: LayerTree | None = None,
     ) -> None:
-        """Builds base + head for (template, dataset); the workspace changes only on success."""
+        """Builds base + head for (template, dataset); the workspace changes only on success.
+
+        Args:
+            keep_plan: The frozen paths to apply again (those that still exist), or None.
+            template: A new template, or None for the current one.
+            dataset: A new dataset, or None for the current one.
+            adapters: LoRA adapters to put on the new model (path -> setting).
+            weights_from: A tree of the old model whose layers' weights (adapters merged into
+                their kernels) are copied onto the same paths of the new model.
+        """
         template = template or self.template
         dataset = dataset if dataset is not None else self.dataset
         keras.utils.set_random_seed(self.seed)
@@ -131,6 +154,15 @@ class Workspace:
             name=TRANSFER_MODEL_NAME,
         )
         tree = LayerTree(model)
+        if weights_from is not None:
+            for path in tree.paths():
+                if path in weights_from:
+                    copy_weights_merging_adapters(weights_from.layer(path), tree.layer(path))
+        if adapters:
+            for path, setting in adapters.items():
+                if path in tree:
+                    enable_lora(tree.layer(path), setting)
+            tree = LayerTree(model)  # the adapters' variables are new
         if keep_plan is not None:
             tree.apply_frozen_paths(set(keep_plan) & set(tree.paths()))
         self.template, self.dataset = template, dataset
@@ -171,7 +203,9 @@ class Workspace:
         if same_shape and same_classes:
             self.dataset = dataset
         else:
-            self._build(keep_plan=self.tree.frozen_paths(), dataset=dataset)
+            self._build(
+                keep_plan=self.tree.frozen_paths(), dataset=dataset, adapters=self.lora_plan()
+            )
 
     def configure(self, template: ModelTemplate, dataset: Any) -> None:
         """Switches model and dataset together (e.g. a CSV upload with its Dense base)."""
@@ -179,9 +213,88 @@ class Workspace:
         self._build(keep_plan=None, template=template, dataset=dataset)
 
     def reset_weights(self) -> None:
-        """Restores the base's template weights and a new head, keeping the freeze plan."""
+        """Restores the base's template weights and a new head, keeping the freeze plan and
+        the LoRA adapters (new ones, at zero)."""
         self._require_idle("reset the weights")
-        self._build(keep_plan=self.tree.frozen_paths())
+        self._build(keep_plan=self.tree.frozen_paths(), adapters=self.lora_plan())
+
+    # ---------------------------------------------------------------------------- LoRA
+    def lora_plan(self) -> dict[str, LoraSetting]:
+        """The layers with a LoRA adapter now: path -> `LoraSetting`, in model order."""
+        return {self.tree.path_of(layer): lora_setting(layer) for layer in lora_layers(self.model)}
+
+    def set_lora(self, adapters: Mapping[str, LoraSetting | None]) -> None:
+        """Makes the model's LoRA adapters exactly `adapters`; the freeze plan is kept.
+
+        New adapters are added in place (Keras's `enable_lora`: the kernel stops training, the
+        adapters start at zero, so the model computes the same function). Keras cannot remove
+        or resize an adapter, so removing or changing one rebuilds the model and copies every
+        layer's weights onto it with each trained adapter merged into its kernel (what Keras
+        saves in a `.keras` file); the adapters kept start again from zero on the merged kernels.
+
+        Args:
+            adapters: Path (aliases accepted) -> `LoraSetting`, or None for no adapter there;
+                layers not named lose their adapter.
+
+        Raises:
+            ValueError: For an unknown path or a layer Keras cannot adapt (the reason is said);
+                nothing changes then.
+            RuntimeError: While a run trains.
+        """
+        self._require_idle("change the LoRA adapters")
+        wanted: dict[str, LoraSetting] = {}
+        for path, setting in adapters.items():
+            if setting is None:
+                continue
+            if not isinstance(setting, LoraSetting):
+                raise TypeError(
+                    f"LoRA settings must be LoraSetting or None; received "
+                    f"{type(setting).__name__} for {path!r}."
+                )
+            canonical = self.tree.canonical_path(path)
+            reason = why_not_lora(self.tree.layer(canonical))
+            if reason is not None:
+                raise ValueError(f"No LoRA adapter on '{canonical}': {reason}")
+            wanted[canonical] = setting
+        current = self.lora_plan()
+        if current == wanted:
+            return
+        frozen = self.tree.frozen_paths()
+        if all(wanted.get(path) == setting for path, setting in current.items()):
+            for path, setting in wanted.items():
+                if path not in current:
+                    enable_lora(self.tree.layer(path), setting)
+            self.tree = LayerTree(self.model)
+            self.tree.apply_frozen_paths(frozen & set(self.tree.paths()))
+            self.revision += 1
+        else:
+            self._build(keep_plan=frozen, adapters=wanted, weights_from=self.tree)
+
+    def set_layer_lora(self, path: str, setting: LoraSetting | None) -> None:
+        """Adds, changes (`setting`) or removes (None) the LoRA adapter of one layer."""
+        plan: dict[str, LoraSetting | None] = dict(self.lora_plan())
+        plan[self.tree.canonical_path(path)] = setting
+        self.set_lora(plan)
+
+    def lora_bulk(self, recipe: str, setting: LoraSetting) -> int:
+        """Puts adapters of `setting` on the base's layers a recipe names (see `LORA_TARGETS`).
+
+        Layers with an adapter already get `setting` too; other adapters stay.
+
+        Args:
+            recipe: "dense" (every Dense/EinsumDense of the base) or "attention" (the query and
+                value projections of every MultiHeadAttention, KerasHub's recipe).
+            setting: Rank and alpha.
+
+        Returns:
+            How many layers the recipe named (0 when the base has none).
+        """
+        targets = lora_targets(self.tree.layer(self.base_path), recipe)
+        plan: dict[str, LoraSetting | None] = dict(self.lora_plan())
+        for layer in targets:
+            plan[self.tree.path_of(layer)] = setting
+        self.set_lora(plan)
+        return len(targets)
 
     # ------------------------------------------------------------------------ freezing
     def apply_plan(self, frozen_paths: Iterable[str], *, from_tree: bool = False) -> None:
@@ -308,6 +421,7 @@ class Workspace:
             layer_order=[node.path for node in nodes],
             depths={node.path: node.depth for node in nodes},
             name=name,
+            adapters=self.lora_plan(),
         )
         self.runs.append(run)
         del self.runs[:-MAX_RUNS_KEPT]

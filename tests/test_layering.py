@@ -20,13 +20,14 @@ FORBIDDEN = {"streamlit", "plotly"}
 
 CORE = {
     "models.drift", "models.failures", "models.freezing", "models.job", "models.keras_version",
-    "models.layer_node",
+    "models.layer_node", "models.layer_rates", "models.lora",
     "models.layers", "models.limits", "models.names", "models.plans", "models.prefix_cache",
     "models.schedule", "models.slots", "models.snapshot", "models.splits", "models.training",
     "models.training_config", "models.transfer", "models.tree", "models.validation",
 }  # fmt: skip
 SOURCES = {
-    "models.application_entries", "models.applications", "models.bundled", "models.catalogue",
+    "models.application_entries", "models.applications", "models.bundled",
+    "models.bundled_attention", "models.catalogue",
     "models.checks", "models.datasets", "models.dense_base", "models.download",
     "models.keras_datasets", "models.template", "models.upload_images", "models.upload_model",
     "models.upload_tables",
