@@ -27,6 +27,7 @@ from components.export_panel import render_export, render_share_link  # noqa: E4
 from components.freeze_step import render_bulk_actions, render_freeze_legend  # noqa: E402
 from components.layer_tree import render_layer_tree  # noqa: E402
 from components.lessons import render_lessons  # noqa: E402
+from components.lora_panel import render_lora_panel  # noqa: E402
 from components.model_step import render_model_step  # noqa: E402
 from components.pitfall_lab import render_pitfall_lab  # noqa: E402
 from components.runtime import keep_keras_session  # noqa: E402
@@ -122,9 +123,21 @@ def freeze_tab(workspace: Workspace, training: bool) -> None:
             st.rerun()
     if training:
         st.info("The freeze plan is locked while training runs. Stop the run to change it.")
+    nodes = workspace.tree.nodes()
+    editable = not actions.preset().hides("freeze")
+    if editable:
+        lora = render_lora_panel(nodes, workspace.lora_target_counts(), disabled=training)
+        if lora is not None:
+            actions.handle_lora(workspace, lora)
+            st.rerun()
     render_freeze_legend()
     key = actions.tree_key(workspace)
-    wanted = render_layer_tree(workspace.tree.nodes(), key=key, on_change=actions.on_tree_change)
+    wanted = render_layer_tree(
+        nodes,
+        key=key,
+        on_change=actions.on_tree_change,
+        on_lora_toggle=actions.on_tree_lora_toggle if editable and not training else None,
+    )
     if wanted is not None and wanted != workspace.tree.frozen_paths() and not training:
         workspace.apply_plan(wanted)  # a plan set through session state (scripts, tests)
         st.rerun()

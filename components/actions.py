@@ -19,7 +19,8 @@ import streamlit as st
 from components import state, url_session
 from components.common import count_progress, download_progress
 from components.data_step import DataRequest
-from components.layer_tree import frozen_plan_from_state
+from components.layer_tree import frozen_plan_from_state, lora_toggle_from_state
+from components.lora_panel import REMOVE_ALL, LoraIntent, chosen_setting
 from components.model_step import ModelRequest, UploadedModelInfo
 from components.resources import (
     cached_application,
@@ -182,6 +183,42 @@ def on_tree_change() -> None:
     except FAILURES as error:
         state.notify(str(error))
         workspace.refresh_views()  # remount the tree on the model's real flags
+
+
+def on_tree_lora_toggle() -> None:
+    """Adds or removes the LoRA adapter of the layer whose chip was clicked in the tree.
+
+    A layer without an adapter gets one with the rank and alpha the LoRA panel shows; a layer
+    with one loses it (what it learned is merged into its kernel).
+    """
+    workspace = open_workspace()
+    try:
+        path = lora_toggle_from_state(state.get(tree_key(workspace)))
+        if path is None:
+            return
+        adapted = path in workspace.lora_plan()
+        workspace.set_layer_lora(path, None if adapted else chosen_setting())
+        workspace.refresh_views()
+    except FAILURES as error:
+        state.notify(f"LoRA was not changed: {error}")
+        workspace.refresh_views()
+
+
+def handle_lora(workspace: Workspace, intent: LoraIntent) -> None:
+    """Carries out a LoRA panel button: a bulk recipe, or removing every adapter.
+
+    An error (a layer Keras cannot adapt, a run training) is shown; nothing changes then.
+    """
+    try:
+        if intent.recipe == REMOVE_ALL:
+            workspace.set_lora({})
+            state.notify("Removed every LoRA adapter; what they learned is merged into the "
+                         "kernels.", "success")  # fmt: skip
+            return
+        count = workspace.lora_bulk(intent.recipe, intent.setting)
+        state.notify(f"{intent.setting} on {count} layer(s).", "success")
+    except FAILURES as error:
+        state.notify(f"LoRA was not changed: {error}")
 
 
 def handle_model_request(workspace: Workspace, request: ModelRequest) -> None:

@@ -34,6 +34,9 @@ from models.validation import check_choice, check_number, check_whole_number
 LORA_VARIABLE_NAMES: tuple[str, str] = ("lora_kernel_a", "lora_kernel_b")
 """The names Keras gives the two adapter matrices."""
 
+ADAPTED_VARIABLE_NAMES: tuple[str, str] = ("kernel", "embeddings")
+"""The names of the variable LoRA adapts and keeps frozen (an Embedding's is "embeddings")."""
+
 LORA_LAYER_TYPES: tuple[type[keras.layers.Layer], ...] = (
     keras.layers.Dense,
     keras.layers.EinsumDense,
@@ -296,6 +299,7 @@ def copy_weights_merging_adapters(source: keras.layers.Layer, target: keras.laye
 
 
 __all__ = [
+    "ADAPTED_VARIABLE_NAMES",
     "LORA_LAYER_TYPES",
     "LORA_TARGETS",
     "LORA_VARIABLE_NAMES",

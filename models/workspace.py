@@ -20,6 +20,7 @@ from models.datasets import ImageDataset
 from models.export import run_config
 from models.job import Job, RunEnding
 from models.lora import (
+    LORA_TARGETS,
     LoraSetting,
     copy_weights_merging_adapters,
     enable_lora,
@@ -275,6 +276,11 @@ class Workspace:
         plan: dict[str, LoraSetting | None] = dict(self.lora_plan())
         plan[self.tree.canonical_path(path)] = setting
         self.set_lora(plan)
+
+    def lora_target_counts(self) -> dict[str, int]:
+        """How many layers of the base each bulk LoRA recipe names, by recipe."""
+        base = self.tree.layer(self.base_path)
+        return {recipe: len(lora_targets(base, recipe)) for recipe in LORA_TARGETS}
 
     def lora_bulk(self, recipe: str, setting: LoraSetting) -> int:
         """Puts adapters of `setting` on the base's layers a recipe names (see `LORA_TARGETS`).

@@ -98,8 +98,14 @@ def test_payload_marks_shared_layers():
 def test_payload_is_plain_json():
     payload = tree_payload(LayerTree(small_nested_model()).nodes())
     assert json.loads(json.dumps(payload)) == payload
-    allowed = (str, int, bool, type(None))
-    assert all(isinstance(v, allowed) for n in payload["nodes"] for v in n.values())
+    allowed = (str, int, float, bool, type(None))
+
+    def plain(value) -> bool:
+        if isinstance(value, list):
+            return all(plain(item) for item in value)
+        return isinstance(value, allowed)
+
+    assert all(plain(v) for n in payload["nodes"] for v in n.values())
 
 
 def test_payload_of_no_nodes_is_empty():

@@ -18,10 +18,12 @@ from typing import Any
 
 import streamlit as st
 
+from models.lora import ADAPTED_VARIABLE_NAMES
 from models.tree import LayerNode
 
 COMPONENT_NAME = "freezelab_layer_tree"
 STATE_KEY = "frozen"
+LORA_TRIGGER = "lora"  # the path of a layer whose LoRA chip was clicked (a one-shot trigger)
 _ASSET_DIR = Path(__file__).resolve().parent
 
 
@@ -52,10 +54,12 @@ def tree_payload(nodes: list[LayerNode]) -> dict[str, Any]:
         `{"root": <top model path or None>, "nodes": [<node dict>, ...]}`. Each node dict holds
         `path`, `name`, `class_name`, `depth`, `parent` (index or None), `num_children`,
         `trainable` (own flag), `effectively_trainable`, `ancestor_frozen`, `trainable_params`,
-        `non_trainable_params` (subtree), `own_params` and `own_state_params` (the layer's own
-        variables, each counted once, and those that never train: the browser sums them into
-        the model's totals on a click), `is_batch_norm`, `is_model` and `is_shared`; only
-        str, int, bool and None values, so `json.dumps` accepts it.
+        `non_trainable_params` (subtree), `own_params` and `own_never_trains` (the layer's own
+        variables, each counted once, and those that never train, moving statistics and a LoRA
+        layer's kernel: the browser sums them into the model's totals on a click),
+        `is_batch_norm`, `is_model`, `is_shared`, `supports_lora`, `lora_rank`, `lora_alpha`
+        and `variables` ([name, params, trains] of its own variables); only str, int, float,
+        bool, None and lists of them, so `json.dumps` accepts it.
 
     Raises:
         ValueError: If the nodes are not in pre-order (a parent must come before its children).
@@ -77,6 +81,11 @@ def tree_payload(nodes: list[LayerNode]) -> dict[str, Any]:
                 )
             parent = index_of[node.parent_path]
         index_of[node.path] = index
+        never_trains = int(node.own_state_params)
+        if node.lora_rank:
+            never_trains += sum(
+                v.params for v in node.variables if v.name in ADAPTED_VARIABLE_NAMES
+            )
         rows.append(
             {
                 "path": str(node.path),
@@ -92,9 +101,14 @@ def tree_payload(nodes: list[LayerNode]) -> dict[str, Any]:
                 "non_trainable_params": int(node.non_trainable_params),
                 "own_params": int(node.own_params),
                 "own_state_params": int(node.own_state_params),
+                "own_never_trains": never_trains,
                 "is_batch_norm": bool(node.is_batch_norm),
                 "is_model": bool(node.is_model),
                 "is_shared": bool(node.is_shared),
+                "supports_lora": bool(node.supports_lora),
+                "lora_rank": int(node.lora_rank) if node.lora_rank else None,
+                "lora_alpha": float(node.lora_alpha) if node.lora_rank else None,
+                "variables": [[str(v.name), int(v.params), bool(v.trains)] for v in node.variables],
             }
         )
     return {"root": rows[0]["path"] if rows else None, "nodes": rows}
@@ -144,11 +158,37 @@ def _ignore_change() -> None:
     """No-op callback: CCv2 only accepts state named by an `on_<name>_change` callback."""
 
 
+def lora_toggle_from_state(value: Any) -> str | None:
+    """The layer path whose LoRA chip the user clicked, from the component's state.
+
+    Args:
+        value: What the session holds under the component's key (a mapping with a `"lora"`
+            trigger), or the trigger's value itself.
+
+    Returns:
+        The path, or None when no chip was clicked in this run.
+
+    Raises:
+        TypeError: When the browser sent something other than a path.
+    """
+    if isinstance(value, Mapping):
+        value = value.get(LORA_TRIGGER)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(
+            "The layer tree's LoRA toggle must be a layer path (a string), received "
+            f"{type(value).__name__}: {value!r:.80}."
+        )
+    return value
+
+
 def render_layer_tree(
     nodes: list[LayerNode],
     *,
     key: str,
     on_change: Callable[[], None] | None = None,
+    on_lora_toggle: Callable[[], None] | None = None,
     height: int | None = None,
 ) -> frozenset[str] | None:
     """Draws the layer tree and returns the set of layer paths the user wants frozen.
@@ -169,6 +209,9 @@ def render_layer_tree(
         key: Fixed Streamlit key of this component instance; the state lives under it in
             the session under that key (a mapping with a `"frozen"` list).
         on_change: Called, before the rerun's script body, when the user changed the plan.
+        on_lora_toggle: Called, before the rerun's script body, when the user clicked a
+            layer's LoRA chip (read the path with `lora_toggle_from_state(state.get(key))`).
+            None hides the chips.
         height: Height in pixels; None lets the component size itself (it scrolls past ~520 px).
 
     Returns:
@@ -185,12 +228,15 @@ def render_layer_tree(
     >>> wanted = render_layer_tree(tree.nodes(), key="layer_tree", on_change=apply_plan)
     """
     current = sorted(node.path for node in nodes if not node.trainable)
+    data = tree_payload(nodes)
+    data["lora_chips"] = on_lora_toggle is not None
     result = _COMPONENT(
         key=key,
-        data=tree_payload(nodes),
+        data=data,
         default={STATE_KEY: current},
         height=height if height is not None else "content",
         on_frozen_change=on_change if on_change is not None else _ignore_change,
+        on_lora_change=on_lora_toggle if on_lora_toggle is not None else _ignore_change,
     )
     plan = frozen_plan_from_state(result.get(STATE_KEY))
     if plan is None:

@@ -9,6 +9,13 @@
 // attributes with `setAttribute`, never through HTML parsing.
 
 const STATE_KEY = "frozen";
+const LORA_TRIGGER = "lora";
+const LORA_ADD_TOOLTIP =
+  "Add a LoRA adapter (rank and alpha as set above the tree): the kernel is frozen and two " +
+  "small matrices learn a low-rank change to it; the bias keeps training.";
+const LORA_REMOVE_TOOLTIP =
+  "Remove this LoRA adapter: what it learned is merged into the kernel (the model keeps its " +
+  "function), and the layer trains in full again.";
 const BN_TOOLTIP = "BatchNormalization: frozen = inference mode, moving statistics fixed";
 const STILL_TRAINS_TOOLTIP =
   "A parent's flag is False, but this layer's own flag is True. Keras trains it anyway: " +
@@ -89,7 +96,8 @@ function buildModel(data) {
     if (p >= 0 && end[i] > end[p]) end[p] = end[i];
   }
   const frozen = nodes.map((n) => n.trainable === false);
-  return { id: String((data && data.root) ?? ""), nodes, parent, end, indexOf, frozen };
+  const loraChips = Boolean(data && data.lora_chips);
+  return { id: String((data && data.root) ?? ""), nodes, parent, end, indexOf, frozen, loraChips };
 }
 
 function hasChildren(model, i) {
@@ -158,10 +166,17 @@ function setUp(root) {
 
   const controller = { root, search, summary, list, rows: [], model: null, memory: null };
   controller.setStateValue = () => {};
+  controller.setTriggerValue = () => {};
 
   root.addEventListener("click", (event) => {
     const target = event.target instanceof Element ? event.target : null;
     if (!target || !controller.model) return;
+    const chip = target.closest("button.fl-lora");
+    if (chip) {
+      chip.disabled = true; // one request per click; the rerun redraws the row
+      controller.setTriggerValue(LORA_TRIGGER, chip.getAttribute("data-path"));
+      return;
+    }
     const caret = target.closest("button.caret");
     if (caret) {
       const i = controller.model.indexOf.get(caret.getAttribute("data-path"));
@@ -206,7 +221,16 @@ function setUp(root) {
   return controller;
 }
 
-function buildRow(node, i, model) {
+// "kernel 288 frozen (LoRA) · bias 32 trains · ..." for a row's tooltip.
+function variablesText(node) {
+  const variables = Array.isArray(node.variables) ? node.variables : [];
+  return variables
+    .map(([name, params, trains]) => `${name} ${Number(params).toLocaleString("en-US")} ` +
+      (trains ? "trains" : "does not train"))
+    .join(" · ");
+}
+
+function buildRow(node, i, model, chips) {
   const row = element("div", "row");
   row.setAttribute("data-path", node.path);
   row.style.setProperty("--depth", String(Math.max(0, Number(node.depth) || 0)));
@@ -247,8 +271,27 @@ function buildRow(node, i, model) {
   const topFrozen = badge("info", "flag says trainable, top model frozen", TOP_FROZEN_TOOLTIP);
   badges.append(stillTrains, topFrozen);
   if (node.is_shared) badges.append(badge("shared", "shared", SHARED_TOOLTIP));
+  if (node.lora_rank) {
+    const alpha = Number(node.lora_alpha);
+    badges.append(badge("lora", `LoRA r${node.lora_rank} α${alpha}`,
+      `LoRA adapter, rank ${node.lora_rank}, alpha ${alpha}: the kernel stays frozen, the ` +
+      `adapters learn (alpha / rank) · a @ b. ${variablesText(node)}`));
+  }
+  const variables = variablesText(node);
+  if (variables) params.setAttribute("title", `${params.getAttribute("title")}. Own: ${variables}`);
 
-  row.append(caret, box, snow, name, cls, badges, params);
+  let chip = null;
+  if (chips && node.supports_lora) {
+    chip = element("button", `fl-lora${node.lora_rank ? " on" : ""}`,
+      node.lora_rank ? "− LoRA" : "+ LoRA");
+    chip.setAttribute("type", "button");
+    chip.setAttribute("data-path", node.path);
+    chip.setAttribute("aria-label", `${node.lora_rank ? "remove" : "add"} LoRA on ${node.path}`);
+    chip.setAttribute("title", node.lora_rank ? LORA_REMOVE_TOOLTIP : LORA_ADD_TOOLTIP);
+  }
+  row.append(caret, box, snow, name, cls, badges);
+  if (chip) row.append(chip);
+  row.append(params);
   return { row, caret: caret.tagName === "BUTTON" ? caret : null, box, stillTrains, topFrozen };
 }
 
@@ -256,7 +299,7 @@ function rebuild(controller) {
   const { model, list } = controller;
   const fragment = document.createDocumentFragment();
   controller.rows = model.nodes.map((node, i) => {
-    const parts = buildRow(node, i, model);
+    const parts = buildRow(node, i, model, model.loraChips);
     fragment.appendChild(parts.row);
     return parts;
   });
@@ -332,7 +375,7 @@ function update(controller) {
 
 // The model's totals for the (possibly just clicked) flags, as Keras counts them: a variable
 // trains when its own layer's flag and the top model's flag are both True; moving statistics
-// never do. Each variable belongs to one node (shared ones to the first), so nothing counts
+// and a LoRA layer's kernel never do (`own_never_trains`). Each variable belongs to one node (shared ones to the first), so nothing counts
 // twice. The server's exact totals replace these after the rerun, and a test checks they agree.
 function totals(model, flags) {
   let trainable = 0;
@@ -340,7 +383,8 @@ function totals(model, flags) {
   model.nodes.forEach((node, i) => {
     const own = Number(node.own_params) || 0;
     total += own;
-    if (flags[i].effective) trainable += own - (Number(node.own_state_params) || 0);
+    const never = Number(node.own_never_trains ?? node.own_state_params) || 0;
+    if (flags[i].effective) trainable += own - never;
   });
   return { trainable, total };
 }
@@ -360,6 +404,8 @@ export default function (component) {
   const scrollTop = controller.list.scrollTop;
 
   controller.setStateValue = typeof setStateValue === "function" ? setStateValue : () => {};
+  controller.setTriggerValue =
+    typeof component.setTriggerValue === "function" ? component.setTriggerValue : () => {};
   controller.model = buildModel(data);
   controller.memory = memoryFor(controller.model.id);
   if (controller.search.value !== controller.memory.search) {
