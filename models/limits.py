@@ -43,14 +43,34 @@ LORA_RANK_RANGE: tuple[int, int] = (1, 512)
 LORA_ALPHA_RANGE: tuple[float, float] = (0.01, 4096.0)
 """LoRA's scale numerator: the adapter adds `(alpha / rank) * a @ b`; Keras's default: the rank."""
 
+MULTIPLIER_RANGE: tuple[float, float] = (0.0, 100.0)
+"""A layer's learning-rate multiplier: 0 stops its updates, 1 is the base rate."""
+
+DECAY_FACTOR_RANGE: tuple[float, float] = (0.0, 1.0)
+"""Layer-wise decay: each block below the top one learns this factor times the block above."""
+
+LAYERS_PER_BLOCK_RANGE: tuple[int, int] = (1, 10_000)
+"""Base layers with weights that share one decay step (e.g. 2 for Conv + BatchNorm pairs)."""
+
+MAX_MULTIPLIER_PATHS: int = 10_000
+"""Most layer paths one `LayerRates` may name (a stored or shared setting stays small)."""
+
+MAX_LAYER_PATH_LENGTH: int = 2_000
+"""Longest layer path accepted (as in the run config's frozen paths)."""
+
 __all__ = [
     "BATCH_SIZE_RANGE",
+    "DECAY_FACTOR_RANGE",
     "DRIFT_EVERY_BATCHES_RANGE",
     "EPOCHS_RANGE",
+    "LAYERS_PER_BLOCK_RANGE",
     "LAYERS_PER_STEP_RANGE",
     "LEARNING_RATE_RANGE",
     "LORA_ALPHA_RANGE",
     "LORA_RANK_RANGE",
+    "MAX_LAYER_PATH_LENGTH",
+    "MAX_MULTIPLIER_PATHS",
+    "MULTIPLIER_RANGE",
     "SEED_RANGE",
     "TOP_LAYERS_RANGE",
     "UNFREEZE_STEPS_RANGE",

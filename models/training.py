@@ -26,6 +26,7 @@ import pandas as pd
 from models.drift import DriftRecorder, VerificationResult
 from models.failures import describe_training_error
 from models.job import DoneCallbacks, JobState, PhaseBoundary, TrainingProgress
+from models.layer_rates import LayerRateOptimizer, layer_rate_optimizer, variable_multipliers
 from models.prefix_cache import (
     ExecutionPlan,
     build_head_model,
@@ -119,6 +120,12 @@ class TrainingJob:
     tests and notebooks). `cancel()` stops it between batches; the model stays usable and the
     history and drift keep everything up to the last finished step.
 
+    With `config.layer_rates` set, the optimizer scales each layer's updates by its multiplier
+    (`models.layer_rates`), on the plain path and on the cached one alike (the head model holds
+    the original model's variables, so they keep their multipliers). Once `fit` returns, the
+    model is left compiled with the plain optimizer, so `model.save` writes a file any Keras
+    loads.
+
     Args:
         model: The Keras model to train (its freeze flags are read at the start).
         x: Input array, shape (num_samples, ...) matching the model's input.
@@ -172,6 +179,7 @@ class TrainingJob:
         self.tree = tree or LayerTree(model)
         self.loss = loss
         self.use_prefix_cache = use_prefix_cache
+        self._variable_multipliers()  # a layer path the model lacks is refused here, clearly
         self._data = self._prepare_data(x, y, train_dataset, validation_dataset)
         self.execution_plan: ExecutionPlan = self._plan()
         if use_prefix_cache and not self.execution_plan.cached:
@@ -289,8 +297,52 @@ class TrainingJob:
     # ------------------------------------------------------------------------- lifecycle
     def compile(self) -> None:
         """Compiles the model with a fresh optimizer, so the current freeze flags take effect."""
+        self.model.compile(optimizer=self.build_optimizer(), loss=self.loss, metrics=["accuracy"])
+
+    def build_optimizer(self) -> keras.optimizers.Optimizer:
+        """Returns a fresh optimizer for this run, with the config's per-layer rates if any.
+
+        Returns:
+            The config's optimizer at its learning rate; when `config.layer_rates` gives some
+            variable of the model a multiplier other than 1, the `models.layer_rates` subclass
+            that scales each variable's update (else the plain class, bitwise as without
+            per-layer rates).
+
+        Example:
+        >>> job.build_optimizer().learning_rate
+        """
+        optimizer_class = OPTIMIZERS[self.config.optimizer]
+        multipliers = self._variable_multipliers()
+        if any(multiplier != 1.0 for _, multiplier in multipliers):
+            return layer_rate_optimizer(
+                optimizer_class, multipliers, learning_rate=self.config.learning_rate
+            )
+        return optimizer_class(learning_rate=self.config.learning_rate)
+
+    def _variable_multipliers(self) -> list[tuple[keras.Variable, float]]:
+        """The config's per-layer rates resolved on the current tree (empty without them)."""
+        if self.config.layer_rates is None:
+            return []
+        return variable_multipliers(self.config.layer_rates, self.tree)
+
+    def _compile_plain(self, trained: keras.optimizers.Optimizer | None = None) -> None:
+        """Compiles the model with the config's plain optimizer (no per-layer rates).
+
+        A model ends a run compiled so: `model.save` writes the optimizer's class into the
+        file's compile config, and Keras outside FreezeLab, not knowing the layer-rate classes,
+        would refuse to load the file.
+
+        Args:
+            trained: The layer-rate optimizer that trained the model, whose state (moments,
+                iterations) the plain one takes over, as the saved file would have held it.
+        """
         optimizer = OPTIMIZERS[self.config.optimizer](learning_rate=self.config.learning_rate)
         self.model.compile(optimizer=optimizer, loss=self.loss, metrics=["accuracy"])
+        if trained is not None and trained.built:
+            optimizer.build(self.model.trainable_variables)
+            # The layer-rate class adds no variables: the two hold the same state, in order.
+            if [v.shape for v in optimizer.variables] == [v.shape for v in trained.variables]:
+                optimizer.set_weights([variable.numpy() for variable in trained.variables])
 
     def run(self) -> TrainingProgress:
         """Trains in the calling thread until done, cancelled or failed.
@@ -399,7 +451,11 @@ class TrainingJob:
             fit_arguments["x"] = self._data.train
         if self._data.validation is not None:
             fit_arguments["validation_data"] = self._data.validation
-        self.model.fit(**fit_arguments)
+        try:
+            self.model.fit(**fit_arguments)
+        finally:
+            if isinstance(self.model.optimizer, LayerRateOptimizer):
+                self._compile_plain(trained=self.model.optimizer)
 
     def _fit_cached(self) -> None:
         """Computes the frozen prefix's outputs once, then fits only the layers after it.
@@ -438,9 +494,10 @@ class TrainingJob:
             return
         keras.utils.set_random_seed(self.config.seed)
         head_model = build_head_model(self.model, plan, plan.feature_shape)
-        optimizer = OPTIMIZERS[self.config.optimizer](learning_rate=self.config.learning_rate)
-        head_model.compile(optimizer=optimizer, loss=self.loss, metrics=["accuracy"])
-        self.compile()  # the whole model ends compiled too, as on the plain path
+        # The head's variables are the original model's, so per-layer rates resolved on the
+        # whole model's tree apply to them unchanged.
+        head_model.compile(optimizer=self.build_optimizer(), loss=self.loss, metrics=["accuracy"])
+        self._compile_plain()  # the whole model ends compiled too, as on the plain path
         fit_arguments: dict[str, Any] = {
             "x": train_features,
             "y": self._data.train_labels,

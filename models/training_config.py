@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import keras
 
+from models.layer_rates import LayerRates
 from models.limits import (
     BATCH_SIZE_RANGE,
     DRIFT_EVERY_BATCHES_RANGE,
@@ -39,6 +40,10 @@ class TrainingConfig:
             (`VALIDATION_FRACTION_RANGE`: 0 to 0.9).
         seed: Seed for the split, the shuffling, dropout and new weights.
         drift_every_batches: Also record drift every this many batches; None for epoch ends only.
+        layer_rates: Per-layer learning rates (`models.layer_rates.LayerRates`, or its
+            `to_dict()` data); None (the default) trains every layer at `learning_rate`. The
+            largest rate a layer can get, `learning_rate` times the largest multiplier, stays
+            within `LEARNING_RATE_RANGE`.
 
     The bounds live in `models.limits`; bad values raise `ValueError` (`TypeError` too for a
     value of the wrong kind, see `models.validation`).
@@ -56,6 +61,7 @@ class TrainingConfig:
     validation_fraction: float = 0.2
     seed: int = 0
     drift_every_batches: int | None = None
+    layer_rates: LayerRates | None = None
 
     def __post_init__(self) -> None:
         check_whole_number("epochs", self.epochs, *EPOCHS_RANGE)
@@ -71,7 +77,41 @@ class TrainingConfig:
         )
         check_choice("optimizer", self.optimizer, sorted(OPTIMIZERS))
         check_number("validation_fraction", self.validation_fraction, *VALIDATION_FRACTION_RANGE)
+        self._check_layer_rates()
+
+    def _check_layer_rates(self) -> None:
+        """Accepts a `LayerRates` or its `to_dict()` data (a stored config read back)."""
+        rates = self.layer_rates
+        if rates is None:
+            return
+        if isinstance(rates, dict):
+            try:
+                rates = LayerRates.from_dict(rates)
+            except (TypeError, ValueError) as error:
+                raise type(error)(f"`layer_rates` is invalid: {error}") from None
+            object.__setattr__(self, "layer_rates", rates)
+        elif not isinstance(rates, LayerRates):
+            raise TypeError(
+                "`layer_rates` must be None, a models.layer_rates.LayerRates or its to_dict() "
+                f"data. Received: layer_rates={rates!r:.80}"
+            )
+        highest = self.learning_rate * rates.max_multiplier
+        if highest > LEARNING_RATE_RANGE[1]:
+            raise ValueError(
+                f"With learning_rate={self.learning_rate:g} the largest layer multiplier "
+                f"({rates.max_multiplier:g}) gives a layer the learning rate {highest:g}, above "
+                f"the largest accepted ({LEARNING_RATE_RANGE[1]:g}). Lower the multiplier or "
+                "the learning rate."
+            )
 
     def to_dict(self) -> dict[str, Any]:
-        """Returns the settings as a plain dict (JSON-ready)."""
-        return asdict(self)
+        """Returns the settings as a plain dict (JSON-ready).
+
+        `layer_rates` appears only when set (as `LayerRates.to_dict()`), so the settings of a
+        run without per-layer rates read exactly as before it existed.
+        """
+        data = {field.name: getattr(self, field.name) for field in fields(self)}
+        rates = data.pop("layer_rates")
+        if rates is not None:
+            data["layer_rates"] = rates.to_dict()
+        return data

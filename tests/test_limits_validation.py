@@ -168,6 +168,7 @@ def test_phases_take_the_training_bounds():
 
 
 def test_every_range_is_ordered_and_named_in_all():
-    ranges = {name: getattr(limits, name) for name in limits.__all__}
-    assert ranges and all(name.endswith("_RANGE") for name in ranges)
-    assert all(low <= high for low, high in ranges.values())
+    ranges = {name: getattr(limits, name) for name in limits.__all__ if name.endswith("_RANGE")}
+    assert ranges and all(low <= high for low, high in ranges.values())
+    others = {name: getattr(limits, name) for name in limits.__all__ if name not in ranges}
+    assert all(name.startswith("MAX_") and value > 0 for name, value in others.items())
