@@ -60,7 +60,8 @@ test-minimum: $(MIN_VENV)/.installed
 	$(MIN_VENV)/bin/python -m pytest -o addopts="-ra" -p no:cacheprovider \
 	  $$($(BIN)/python scripts/minimum_versions.py tests)
 
-# Re-creates models/bundled_digits_cnn.keras from scikit-learn's bundled digits (fixed seed).
+# Re-creates the bundled models (models/bundled_digits_cnn.keras, bundled_digits_attention.keras
+# and their .json) from scikit-learn's bundled digits 0-4 (fixed seed, about a minute).
 bundled: $(VENV)/.runtime-installed
 	$(BIN)/python scripts/train_bundled_model.py
 

@@ -31,7 +31,7 @@ from components.resources import (
 )
 from components.train_step import TrainIntent
 from models.applications import APPLICATION_ENTRIES, WeightsUnavailableError
-from models.catalogue import DEFAULT_MODEL
+from models.catalogue import BUNDLED_MODEL_KEYS, DEFAULT_MODEL
 from models.datasets import ImageDataset
 from models.dense_base import dense_base_template
 from models.export import parse_run_config, plan_from_config
@@ -106,7 +106,9 @@ def _apply_link_choices(workspace: Workspace, link: Preset) -> list[str]:
     """Model, dataset and freeze plan of a link; returns why any of them could not be used."""
     notices: list[str] = []
     try:
-        if link.model is not None and link.model != DEFAULT_MODEL:
+        if link.model in BUNDLED_MODEL_KEYS and link.model != DEFAULT_MODEL:
+            workspace.set_template(cached_template(link.model))
+        elif link.model is not None and link.model != DEFAULT_MODEL:
             size = link.input_size or APPLICATION_ENTRIES[link.model].default_input_size
             workspace.set_template(
                 cached_application(link.model, size, link.pretrained is not False)
@@ -231,7 +233,7 @@ def handle_model_request(workspace: Workspace, request: ModelRequest) -> None:
     state.clear_notices("model")
     try:
         if request.kind == "bundled":
-            workspace.set_template(cached_template(DEFAULT_MODEL))
+            workspace.set_template(cached_template(request.key or DEFAULT_MODEL))
         elif request.kind in ("application", "application_random"):
             _load_application(workspace, request)
         elif request.kind == "upload":

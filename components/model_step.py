@@ -11,6 +11,7 @@ import streamlit as st
 from components import state
 from components.common import format_count
 from components.state import escape_markdown, kept_widget, show_error
+from models.catalogue import DEFAULT_MODEL, MODEL_CATALOGUE
 from models.template import ModelTemplate
 
 # ------------------------------------------------------------------------- 1 Model
@@ -25,7 +26,8 @@ class ModelRequest:
         kind: "bundled", "application", "application_random" (continue without ImageNet
             weights), "upload" (a new file), "cut" (use the uploaded model cut at a layer),
             or "reset" (restore the template's weights).
-        key: Catalogue key for the applications.
+        key: Catalogue key: of the keras.applications model, or of the bundled model for
+            "bundled" (a key of `models.catalogue.MODEL_CATALOGUE`; None means the default).
         input_size: Input height/width for the applications.
         pretrained: Whether to load ImageNet weights.
         data: Uploaded file bytes.
@@ -120,6 +122,25 @@ def _render_applications(
     return request
 
 
+def _render_bundled(
+    bundled: Mapping[str, str], current_key: str, *, disabled: bool
+) -> ModelRequest | None:
+    """The bundled models' picker (offline, pretrained on digits 0-4) and its button."""
+    keys = list(bundled)
+    key = kept_widget(
+        st.selectbox,
+        "Bundled model",
+        options=keys,
+        default=current_key if current_key in keys else DEFAULT_MODEL,
+        format_func=lambda k: bundled[k],
+        disabled=disabled,
+        key="bundled_model_key",
+    )
+    if st.button("Use this bundled model", disabled=disabled, key="use_bundled_model"):
+        return ModelRequest("bundled", key=key)
+    return None
+
+
 def _render_upload(uploaded: UploadedModelInfo | None, *, disabled: bool) -> ModelRequest | None:
     """The model file uploader, then the cut layer of the uploaded model."""
     upload = st.file_uploader(
@@ -158,6 +179,7 @@ def render_model_step(
     disabled: bool,
     allow_change: bool = True,
     allow_upload: bool = True,
+    bundled: Mapping[str, str] = MODEL_CATALOGUE,
 ) -> ModelRequest | None:
     """Renders where the base model comes from, its card, and returns what the user asked.
 
@@ -169,6 +191,7 @@ def render_model_step(
         disabled: True while training runs.
         allow_change: False when an instructor's link hides the model choice.
         allow_upload: False when an instructor's link hides uploads.
+        bundled: Bundled model key -> menu title (default: `models.catalogue.MODEL_CATALOGUE`).
 
     Returns:
         A `ModelRequest`, or None when nothing was asked.
@@ -189,8 +212,7 @@ def render_model_step(
         else None
     )
     if source == MODEL_SOURCES[0]:
-        if st.button("Use the bundled digits CNN", disabled=disabled, key="use_bundled_model"):
-            request = ModelRequest("bundled")
+        request = _render_bundled(bundled, template.key, disabled=disabled)
     elif source == MODEL_SOURCES[1]:
         request = _render_applications(applications, weights_error, disabled=disabled)
     elif source == MODEL_SOURCES[2]:

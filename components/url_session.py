@@ -166,7 +166,7 @@ def _dataset_of(identifier: str, source: DataSource, template: ModelTemplate | N
 def _template_of(identifier: str, model_key: str, dataset) -> ModelTemplate:
     key = parse_model_key(model_key)
     if key.kind is ModelKind.BUNDLED:
-        return cached_template(DEFAULT_MODEL)
+        return cached_template(key.catalogue_key)
     if key.kind is ModelKind.APPLICATION:
         return cached_application(key.catalogue_key, key.input_size, key.pretrained)
     if key.kind is ModelKind.DENSE_BASE:

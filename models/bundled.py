@@ -1,4 +1,4 @@
-"""The bundled pretrained digits CNN: its architecture, loading it offline, and its default use."""
+"""The bundled pretrained digits CNN, its default use, and the loaders all bundled models share."""
 
 from __future__ import annotations
 
@@ -11,6 +11,22 @@ import keras
 from models.transfer import build_transfer_model
 from models.validation import check_whole_number
 
+__all__ = [
+    "BUNDLED_INPUT_SHAPE",
+    "BUNDLED_METADATA_PATH",
+    "BUNDLED_MODEL_NAME",
+    "BUNDLED_MODEL_PATH",
+    "FEATURE_EXTRACTOR_NAME",
+    "PRETRAINED_DIGITS",
+    "build_default_transfer_model",
+    "build_digits_cnn",
+    "load_bundled_base",
+    "load_bundled_metadata",
+    "load_bundled_model",
+    "load_model_file",
+    "read_metadata_file",
+]
+
 BUNDLED_MODEL_PATH = Path(__file__).resolve().with_name("bundled_digits_cnn.keras")
 BUNDLED_METADATA_PATH = BUNDLED_MODEL_PATH.with_suffix(".json")
 BUNDLED_MODEL_NAME = "digits_cnn"
@@ -20,8 +36,57 @@ PRETRAINED_DIGITS: tuple[int, ...] = (0, 1, 2, 3, 4)
 
 _MISSING_HINT = (
     "It is created by scripts/train_bundled_model.py: run `make bundled` in the repository "
-    "root (about half a minute, offline)."
+    "root (about a minute, offline)."
 )
+
+
+def load_model_file(path: Path, hint: str = _MISSING_HINT) -> keras.Model:
+    """Loads a bundled `.keras` file offline, in safe mode and without compiling.
+
+    Args:
+        path: The `.keras` file.
+        hint: What to do when the file is missing (ends the error message).
+
+    Returns:
+        A new, independent, uncompiled model.
+
+    Raises:
+        FileNotFoundError: When `path` is not a file; the message says how to recreate it.
+
+    Example:
+
+    >>> load_model_file(BUNDLED_MODEL_PATH).name
+    'digits_cnn'
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"The bundled model file {path} is missing. {hint}")
+    return keras.saving.load_model(path, compile=False, safe_mode=True)
+
+
+def read_metadata_file(path: Path, hint: str = _MISSING_HINT) -> dict[str, Any]:
+    """Reads a bundled model's `.json` metadata: how it was trained and how well it did.
+
+    Args:
+        path: The `.json` file.
+        hint: What to do when the file is missing (ends the error message).
+
+    Returns:
+        The metadata as a dict.
+
+    Raises:
+        FileNotFoundError: When `path` is not a file; the message says how to recreate it.
+
+    Example:
+
+    >>> read_metadata_file(BUNDLED_METADATA_PATH)["digits"]
+    [0, 1, 2, 3, 4]
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"The bundled model metadata {path} is missing. {hint}")
+    with path.open(encoding="utf-8") as metadata_file:
+        return json.load(metadata_file)
 
 
 def build_digits_cnn(num_classes: int = len(PRETRAINED_DIGITS)) -> keras.Model:
@@ -91,11 +156,7 @@ def load_bundled_model() -> keras.Model:
     >>> model.get_layer("feature_extractor").name
     'feature_extractor'
     """
-    if not BUNDLED_MODEL_PATH.is_file():
-        raise FileNotFoundError(
-            f"The bundled model file {BUNDLED_MODEL_PATH} is missing. {_MISSING_HINT}"
-        )
-    return keras.saving.load_model(BUNDLED_MODEL_PATH, compile=False, safe_mode=True)
+    return load_model_file(BUNDLED_MODEL_PATH)
 
 
 def load_bundled_metadata() -> dict[str, Any]:
@@ -110,12 +171,7 @@ def load_bundled_metadata() -> dict[str, Any]:
     >>> load_bundled_metadata()["validation_accuracy"] >= 0.9
     True
     """
-    if not BUNDLED_METADATA_PATH.is_file():
-        raise FileNotFoundError(
-            f"The bundled model metadata {BUNDLED_METADATA_PATH} is missing. {_MISSING_HINT}"
-        )
-    with BUNDLED_METADATA_PATH.open(encoding="utf-8") as metadata_file:
-        return json.load(metadata_file)
+    return read_metadata_file(BUNDLED_METADATA_PATH)
 
 
 def load_bundled_base() -> keras.Model:

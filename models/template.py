@@ -4,7 +4,8 @@ Every template has a stable key that says where its base came from:
 
 | kind          | key                                   | example                        |
 |---------------|---------------------------------------|--------------------------------|
-| bundled       | "bundled_digits_cnn"                  | "bundled_digits_cnn"           |
+| bundled       | one of `BUNDLED_MODEL_KEYS`           | "bundled_digits_cnn",          |
+|               |                                       | "bundled_digits_attention"     |
 | application   | "<catalogue key>@<input size>:<weights>" | "resnet50@96:imagenet"       |
 |               | (weights "imagenet" or "random")      | "mobilenet_v2_035@96:random"   |
 | upload        | "upload:<file>:<cut layer>"           | "upload:digits.keras:dense_1"  |
@@ -27,7 +28,9 @@ import numpy as np
 from models.tree import LayerTree
 from models.validation import ArgumentTypeError, check_whole_number
 
-BUNDLED_MODEL_KEY = "bundled_digits_cnn"
+BUNDLED_MODEL_KEY = "bundled_digits_cnn"  # the bundled digits CNN, FreezeLab's default base
+BUNDLED_ATTENTION_KEY = "bundled_digits_attention"  # the bundled tiny Transformer
+BUNDLED_MODEL_KEYS: tuple[str, ...] = (BUNDLED_MODEL_KEY, BUNDLED_ATTENTION_KEY)
 IMAGENET_WEIGHTS = "imagenet"
 RANDOM_WEIGHTS = "random"
 WEIGHT_CHOICES: tuple[str, ...] = (IMAGENET_WEIGHTS, RANDOM_WEIGHTS)
@@ -40,7 +43,8 @@ _DENSE_BASE_KEY = re.compile(r"dense_base:([0-9]+)")
 _SAFE_FILENAME = re.compile(r"[A-Za-z0-9_.-]+")
 _UNSAFE_FILENAME_CHARACTERS = re.compile(r"[^A-Za-z0-9_.-]+")
 MODEL_KEY_FORMS = (  # the forms, in words, for messages
-    f"{BUNDLED_MODEL_KEY!r}, '<catalogue key>@<input size>:imagenet' or ':random' (e.g. "
+    f"{' or '.join(repr(key) for key in BUNDLED_MODEL_KEYS)}, "
+    "'<catalogue key>@<input size>:imagenet' or ':random' (e.g. "
     "'resnet50@96:imagenet'), 'upload:<file>:<cut layer>' or 'dense_base:<number of features>'"
 )
 
@@ -73,8 +77,8 @@ class ModelKey:
 
     Attributes:
         kind: A `ModelKind`.
-        catalogue_key: The catalogue key: `BUNDLED_MODEL_KEY` or a keras.applications key such
-            as "resnet50"; None for uploads and Dense bases.
+        catalogue_key: The catalogue key: one of `BUNDLED_MODEL_KEYS` or a keras.applications
+            key such as "resnet50"; None for uploads and Dense bases.
         input_size: keras.applications input height and width.
         pretrained: keras.applications weights: ImageNet (True) or random initialisation.
         filename: Uploaded model's file name (letters, digits, "_", "." and "-" only).
@@ -106,9 +110,9 @@ class ModelKey:
             ) from None
         object.__setattr__(self, "kind", kind)
         self._refuse_fields_of_other_kinds()
-        if kind is ModelKind.BUNDLED and self.catalogue_key != BUNDLED_MODEL_KEY:
+        if kind is ModelKind.BUNDLED and self.catalogue_key not in BUNDLED_MODEL_KEYS:
             raise ValueError(
-                f"The bundled model's `catalogue_key` is {BUNDLED_MODEL_KEY!r}. "
+                f"A bundled model's `catalogue_key` must be one of {list(BUNDLED_MODEL_KEYS)}. "
                 f"Received: catalogue_key={self.catalogue_key!r}"
             )
         if kind is ModelKind.APPLICATION:
@@ -162,14 +166,22 @@ class ModelKey:
 
     # ------------------------------------------------------------------------ building
     @classmethod
-    def bundled(cls) -> ModelKey:
-        """The key of the bundled digits CNN.
+    def bundled(cls, catalogue_key: str = BUNDLED_MODEL_KEY) -> ModelKey:
+        """The key of a model bundled with FreezeLab (the digits CNN unless told otherwise).
+
+        Args:
+            catalogue_key: One of `BUNDLED_MODEL_KEYS`.
+
+        Returns:
+            The `ModelKey`.
 
         Example:
         >>> ModelKey.bundled().format()
         'bundled_digits_cnn'
+        >>> ModelKey.bundled("bundled_digits_attention").format()
+        'bundled_digits_attention'
         """
-        return cls(ModelKind.BUNDLED, catalogue_key=BUNDLED_MODEL_KEY)
+        return cls(ModelKind.BUNDLED, catalogue_key=catalogue_key)
 
     @classmethod
     def application(cls, catalogue_key: str, input_size: int, pretrained: bool) -> ModelKey:
@@ -246,7 +258,7 @@ class ModelKey:
         True
         """
         if self.kind is ModelKind.BUNDLED:
-            return BUNDLED_MODEL_KEY
+            return self.catalogue_key
         if self.kind is ModelKind.APPLICATION:
             return f"{self.catalogue_key}@{self.input_size}:{self.weights}"
         if self.kind is ModelKind.UPLOAD:
@@ -282,8 +294,8 @@ def parse_model_key(text: str) -> ModelKey:
         raise ArgumentTypeError(
             f"`key` must be a model key string: {MODEL_KEY_FORMS}. Received: key={text!r}"
         )
-    if text == BUNDLED_MODEL_KEY:
-        return ModelKey.bundled()
+    if text in BUNDLED_MODEL_KEYS:
+        return ModelKey.bundled(text)
     if text.startswith(UPLOAD_PREFIX):
         filename, separator, cut_layer = text.removeprefix(UPLOAD_PREFIX).partition(":")
         if separator and _SAFE_FILENAME.fullmatch(filename) and cut_layer:
@@ -398,7 +410,9 @@ class ModelTemplate:
 
 
 __all__ = [
+    "BUNDLED_ATTENTION_KEY",
     "BUNDLED_MODEL_KEY",
+    "BUNDLED_MODEL_KEYS",
     "DENSE_BASE_PREFIX",
     "IMAGENET_WEIGHTS",
     "MODEL_KEY_FORMS",

@@ -10,9 +10,20 @@ import pytest
 import models.catalogue
 import models.presets
 import models.workspace
-from models.catalogue import bundled_template, catalogue_key
+from models.bundled import BUNDLED_MODEL_PATH
+from models.bundled_attention import ATTENTION_MODEL_PATH
+from models.catalogue import (
+    DEFAULT_MODEL,
+    MODEL_CATALOGUE,
+    bundled_model_path,
+    bundled_template,
+    catalogue_key,
+    load_template,
+)
 from models.template import (
+    BUNDLED_ATTENTION_KEY,
     BUNDLED_MODEL_KEY,
+    BUNDLED_MODEL_KEYS,
     ModelKey,
     ModelKind,
     ModelTemplate,
@@ -23,6 +34,9 @@ from models.upload_model import uploaded_template
 # Keys exactly as FreezeLab wrote them before `ModelKey` (stored runs and run configs hold them).
 KNOWN_KEYS = {
     "bundled_digits_cnn": ModelKey(ModelKind.BUNDLED, catalogue_key="bundled_digits_cnn"),
+    "bundled_digits_attention": ModelKey(
+        ModelKind.BUNDLED, catalogue_key="bundled_digits_attention"
+    ),
     "resnet50@96:imagenet": ModelKey(
         ModelKind.APPLICATION, catalogue_key="resnet50", input_size=96, pretrained=True
     ),
@@ -58,6 +72,7 @@ def test_known_keys_parse_to_their_parts_and_format_back(text, expected):
 
 def test_builders_make_the_same_keys_as_the_parts():
     assert ModelKey.bundled().format() == BUNDLED_MODEL_KEY == "bundled_digits_cnn"
+    assert ModelKey.bundled(BUNDLED_ATTENTION_KEY).format() == "bundled_digits_attention"
     assert ModelKey.application("resnet50", 96, True).format() == "resnet50@96:imagenet"
     assert ModelKey.application("resnet50", 96, False).weights == "random"
     assert ModelKey.dense_base(4).format() == "dense_base:4"
@@ -111,6 +126,8 @@ def test_a_non_string_key_is_a_type_error_too():
     ("fields", "fragment"),
     [
         ({"kind": "bundled", "catalogue_key": "resnet50"}, "'bundled_digits_cnn'"),
+        ({"kind": "bundled", "catalogue_key": "resnet50"}, "'bundled_digits_attention'"),
+        ({"kind": "bundled", "catalogue_key": None}, "catalogue_key=None"),
         ({"kind": "bundled", "catalogue_key": BUNDLED_MODEL_KEY, "input_size": 96}, "input_size"),
         ({"kind": "application", "catalogue_key": "r@1", "input_size": 9, "pretrained": True}, "@"),
         ({"kind": "application", "catalogue_key": "vgg16", "input_size": 96}, "pretrained"),
@@ -137,9 +154,43 @@ def test_the_bundled_key_has_one_owner():
     assert parse_model_key(bundled_template().key).kind is ModelKind.BUNDLED
 
 
+def test_every_bundled_key_is_offered_loads_and_reads_back():
+    assert DEFAULT_MODEL == BUNDLED_MODEL_KEY == BUNDLED_MODEL_KEYS[0]  # the CNN stays default
+    assert list(MODEL_CATALOGUE) == list(BUNDLED_MODEL_KEYS)
+    assert "attention" in MODEL_CATALOGUE[BUNDLED_ATTENTION_KEY].lower()
+    for key in BUNDLED_MODEL_KEYS:
+        template = load_template(key)
+        assert template.key == key and template.pretrained
+        assert parse_model_key(template.key) == ModelKey.bundled(key)
+        assert template.input_shape == (8, 8, 1)
+    assert load_template(BUNDLED_ATTENTION_KEY).title == "Bundled digits attention"
+    assert bundled_template().key == BUNDLED_MODEL_KEY  # no key: still the CNN
+
+
+def test_an_unknown_bundled_key_is_refused_with_the_known_ones():
+    with pytest.raises(ValueError, match="Received: key='bundled_digits_vit'") as raised:
+        bundled_template("bundled_digits_vit")
+    assert "'bundled_digits_attention'" in str(raised.value)
+    with pytest.raises(ValueError, match="Received: key='resnet50'"):
+        bundled_model_path("resnet50")
+
+
+def test_each_bundled_key_names_its_own_model_file():
+    assert bundled_model_path() == BUNDLED_MODEL_PATH == bundled_model_path(BUNDLED_MODEL_KEY)
+    assert bundled_model_path(BUNDLED_ATTENTION_KEY) == ATTENTION_MODEL_PATH
+    for key in BUNDLED_MODEL_KEYS:
+        model = keras.saving.load_model(bundled_model_path(key), compile=False, safe_mode=True)
+        assert model.get_layer("feature_extractor").count_params() == (
+            load_template(key).num_params
+        )
+    with pytest.raises(ValueError, match="bundled_digits_attention"):
+        load_template("bundled_digits_vit")
+
+
 def test_catalogue_key_reads_the_key():
     assert catalogue_key("resnet50@96:random") == "resnet50"
     assert catalogue_key(BUNDLED_MODEL_KEY) == BUNDLED_MODEL_KEY
+    assert catalogue_key(BUNDLED_ATTENTION_KEY) == BUNDLED_ATTENTION_KEY
     assert catalogue_key("upload:m.keras:dense") is None
     with pytest.raises(ValueError, match="Received: key='resnet50@'"):
         catalogue_key("resnet50@")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import keras
 
 from models.applications import APPLICATION_ENTRIES, ApplicationEntry
-from models.bundled import BUNDLED_MODEL_PATH, FEATURE_EXTRACTOR_NAME
+from models.bundled import FEATURE_EXTRACTOR_NAME
+from models.catalogue import MODEL_CATALOGUE, bundled_model_path
 from models.export.files import BASE_MODEL_BUTTON
 from models.export.source import (
     PATH_IMPORT,
@@ -28,7 +29,7 @@ def base_code(template: ModelTemplate, base: keras.Model) -> CodeParts:
         key = None
     kind = key.kind if key is not None else None
     if kind is ModelKind.BUNDLED:
-        return _bundled_base_code()
+        return _bundled_base_code(key.catalogue_key)
     if kind is ModelKind.APPLICATION and key.catalogue_key in APPLICATION_ENTRIES:
         return _application_base_code(APPLICATION_ENTRIES[key.catalogue_key], template, base)
     if kind is ModelKind.UPLOAD:
@@ -64,14 +65,16 @@ def _model_file_code(file_name: str, message: list[str], variable: str) -> list[
     ]
 
 
-def _bundled_base_code() -> CodeParts:
-    """The bundled CNN's feature extractor, from the model file downloaded next to the script."""
-    file_name = BUNDLED_MODEL_PATH.name
+def _bundled_base_code(catalogue_key: str) -> CodeParts:
+    """A bundled model's feature extractor, from the model file downloaded next to the script."""
+    file_name = bundled_model_path(catalogue_key).name
+    title = MODEL_CATALOGUE[catalogue_key]
     return CodeParts(
         [PATH_IMPORT],
         [
-            "# The pretrained base: the feature extractor of FreezeLab's bundled digits CNN",
-            f"# (trained on digits 0-4). Download {file_name} with the",
+            "# The pretrained base: the feature extractor of FreezeLab's bundled model",
+            f"# {title}.",
+            f"# Download {file_name} with the",
             f'# "{BASE_MODEL_BUTTON}" button in FreezeLab\'s Export tab and put it next to',
             "# this script.",
             *_model_file_code(

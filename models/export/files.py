@@ -8,9 +8,8 @@ from pathlib import Path
 import keras
 import pandas as pd
 
-from models.bundled import BUNDLED_MODEL_PATH
-from models.catalogue import BUNDLED_MODEL_KEY
-from models.template import ModelTemplate
+from models.catalogue import bundled_model_path
+from models.template import ModelKind, ModelTemplate, parse_model_key
 
 BASE_MODEL_BUTTON = "Base model (.keras)"  # the Export tab's button for `base_model_file`
 
@@ -66,7 +65,11 @@ def base_model_file(template: ModelTemplate) -> Path | None:
             f"template must be a ModelTemplate (e.g. workspace.template); received "
             f"{type(template).__name__}."
         )
-    return BUNDLED_MODEL_PATH if template.key == BUNDLED_MODEL_KEY else None
+    try:
+        key = parse_model_key(template.key)
+    except ValueError:
+        return None
+    return bundled_model_path(key.catalogue_key) if key.kind is ModelKind.BUNDLED else None
 
 
 def drift_csv_bytes(frame: pd.DataFrame) -> bytes:

@@ -18,7 +18,6 @@ from models.export import freeze_statements
 from models.presets.parsing import parse_query
 from models.presets.preset import HIDEABLE_CONTROLS, MAX_PATHS, Preset
 from models.template import (
-    BUNDLED_MODEL_KEY,
     IMAGENET_WEIGHTS,
     RANDOM_WEIGHTS,
     ModelKind,
@@ -186,7 +185,7 @@ def preset_for(
     except ValueError:  # not a key FreezeLab makes: a link cannot carry it either
         key = None
     if key is not None and key.kind is ModelKind.BUNDLED:
-        query["model"] = BUNDLED_MODEL_KEY
+        query["model"] = key.catalogue_key
     elif (
         key is not None
         and key.kind is ModelKind.APPLICATION

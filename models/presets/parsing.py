@@ -32,7 +32,7 @@ from models.presets.preset import (
     RESERVED_PARAMETERS,
     Preset,
 )
-from models.template import BUNDLED_MODEL_KEY, IMAGENET_WEIGHTS, WEIGHT_CHOICES
+from models.template import BUNDLED_MODEL_KEYS, IMAGENET_WEIGHTS, WEIGHT_CHOICES
 from models.training import OPTIMIZERS
 from models.tree import LayerTree, format_paths
 from models.validation import number_phrase, whole_number_phrase
@@ -189,7 +189,7 @@ def _parse_model(query: _Query) -> str | None:
     model = query.get("model")
     if model is None:
         return None
-    known_models = [BUNDLED_MODEL_KEY, *APPLICATION_ENTRIES]
+    known_models = [*BUNDLED_MODEL_KEYS, *APPLICATION_ENTRIES]
     if model in known_models:
         return model
     query.notices.append(
