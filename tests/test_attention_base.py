@@ -73,6 +73,7 @@ def test_the_exported_script_loads_the_attention_file_and_rebuilds_the_same_mode
     )
     model = _execute(code, file.parent)["model"]
     assert keras_counts(model) == keras_counts(workspace.model)
+
     # MultiHeadAttention names its softmax and dropout sublayers with a process-wide counter
     # ("softmax_6", "softmax_8"), so only the layers with weights keep their paths.
     def frozen_with_weights(tree: LayerTree) -> set[str]:
