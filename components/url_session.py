@@ -131,7 +131,9 @@ def _rebuild(identifier: str, record: SessionRecord) -> Workspace | None:
             template = _template_of(identifier, record.model_key, None)
             dataset = _dataset_of(identifier, record.data, template)
         workspace = Workspace(template, dataset, slots=training_slots())
-        workspace.apply_plan(set(record.frozen_paths) & set(workspace.tree.paths()))
+        paths = set(workspace.tree.paths())
+        workspace.set_lora({p: s for p, s in record.adapters.items() if p in paths})
+        workspace.apply_plan(set(record.frozen_paths) & paths)
     except FAILURES as error:
         state.notify(
             f"Your session's model and data could not be rebuilt ({error}); the default model "
@@ -243,6 +245,7 @@ def remember_session(workspace: Workspace) -> None:
             frozen_paths=tuple(workspace.tree.frozen_paths()),
             settings=state.get(state.SETTINGS, {}),
             training=chosen if isinstance(chosen, TrainingConfig) else None,
+            adapters=workspace.lora_plan(),
         )
         content = record.to_json()
         if state.get(state.RECORD_WRITTEN) == content:

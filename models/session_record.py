@@ -13,6 +13,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from models.lora import LoraSetting
 from models.template import parse_model_key
 from models.training_config import TrainingConfig
 
@@ -67,6 +68,8 @@ class SessionRecord:
         frozen_paths: The freeze plan (node paths whose flag is False), sorted.
         settings: The user's settings by widget key (JSON values only).
         training: The training settings the controls showed last, or None.
+        adapters: The LoRA adapters, layer path -> `LoraSetting` (a rebuilt workspace gets new
+            ones, at zero, on the template's weights).
 
     Example:
     >>> record = SessionRecord("bundled_digits_cnn", DataSource("bundled", key="digits_5_9"))
@@ -79,9 +82,16 @@ class SessionRecord:
     frozen_paths: tuple[str, ...] = ()
     settings: dict[str, Any] = field(default_factory=dict)
     training: TrainingConfig | None = None
+    adapters: dict[str, LoraSetting] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         parse_model_key(self.model_key)  # raises for a key no loader can read
+        for path, setting in self.adapters.items():
+            if not isinstance(path, str) or not isinstance(setting, LoraSetting):
+                raise TypeError(
+                    "`adapters` maps layer paths to LoraSetting; received "
+                    f"{path!r}: {type(setting).__name__}."
+                )
         object.__setattr__(self, "frozen_paths", tuple(sorted(map(str, self.frozen_paths))))
         object.__setattr__(self, "settings", json_settings(self.settings))
 
@@ -95,6 +105,7 @@ class SessionRecord:
             "frozen_paths": list(self.frozen_paths),
             "settings": self.settings,
             "training": None if self.training is None else self.training.to_dict(),
+            "adapters": {path: setting.to_dict() for path, setting in self.adapters.items()},
         }
         return json.dumps(document, ensure_ascii=False, allow_nan=False).encode("utf-8")
 
@@ -124,6 +135,10 @@ class SessionRecord:
                 frozen_paths=tuple(document.get("frozen_paths", [])),
                 settings=dict(document.get("settings", {})),
                 training=None if training is None else TrainingConfig(**training),
+                adapters={
+                    str(path): LoraSetting.from_dict(setting)
+                    for path, setting in dict(document.get("adapters", {})).items()
+                },
             )
         except (KeyError, TypeError) as error:
             raise ValueError(f"The session record is incomplete or damaged ({error}).") from error

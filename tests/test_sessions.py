@@ -1,6 +1,7 @@
 """URL sessions on one server (models.sessions): done callbacks, saving every ended run from the
 job's own completion, the orphan reaper, the memory budget and the session record."""
 
+import json
 import math
 import threading
 import time
@@ -11,6 +12,7 @@ import pytest
 from models.catalogue import bundled_template
 from models.datasets import load_bundled_dataset
 from models.job import JobState, RunEnding
+from models.lora import LoraSetting
 from models.run_store import RunStore, new_session_id
 from models.schedule import two_phase_schedule
 from models.session_record import DataSource, SessionRecord
@@ -311,6 +313,7 @@ def test_the_session_record_round_trips_through_the_run_store(tmp_path):
         frozen_paths=("transfer_model/feature_extractor",),
         settings={"validation_fraction": 0.3, "schedule_mode": "Two phases", "odd": object()},
         training=TrainingConfig(epochs=4),
+        adapters={"transfer_model/classifier": LoraSetting(4, alpha=8)},
     )
     assert record.settings == {"validation_fraction": 0.3, "schedule_mode": "Two phases"}
     assert store.load_record("session-f1") is None
@@ -329,6 +332,12 @@ def test_the_session_record_round_trips_through_the_run_store(tmp_path):
         SessionRecord("no such model", DataSource("bundled", key="shapes"))
     with pytest.raises(ValueError, match="kind"):
         DataSource("ftp")
+    with pytest.raises(TypeError, match="LoraSetting"):
+        SessionRecord("bundled_digits_cnn", DataSource("bundled", key="shapes"), adapters={"x": 4})
+    # A record written before adapters existed reads as one without adapters.
+    old = json.loads(record.to_json())
+    del old["adapters"]
+    assert SessionRecord.from_json(json.dumps(old)).adapters == {}
 
 
 def test_over_budget_the_reaper_releases_only_pages_gone_longer_than_the_grace(template, digits):

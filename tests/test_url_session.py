@@ -62,10 +62,15 @@ def test_a_released_session_is_rebuilt_from_its_record_with_model_data_plan_and_
         workspace = actions.open_workspace()
         actions.handle_data_request(workspace, DataRequest("bundled", key="shapes"))
         workspace.bulk_action("freeze_base")
+        from models.lora import LoraSetting
+
+        conv = f"{workspace.base_path}/conv2"
+        workspace.set_layer_lora(conv, LoraSetting(2, alpha=4))
         state.set_setting("validation_fraction", 0.25)
         workspace.start_run(TrainingConfig(epochs=1, batch_size=32), background=False)
         url_session.remember_session(workspace)  # as the page does after every run
         state.put("plan", sorted(workspace.tree.frozen_paths()))
+        state.put("adapters", {p: s.to_dict() for p, s in workspace.lora_plan().items()})
 
     def release():
         from components import url_session
@@ -84,6 +89,7 @@ def test_a_released_session_is_rebuilt_from_its_record_with_model_data_plan_and_
         workspace = actions.open_workspace()
         state.put("dataset", workspace.dataset.name)
         state.put("plan", sorted(workspace.tree.frozen_paths()))
+        state.put("adapters", {p: s.to_dict() for p, s in workspace.lora_plan().items()})
         state.put("split", state.setting("validation_fraction"))
         state.put("stored", [run.run_id for run in state.get(state.STORED_RUNS)])
         run = workspace.start_run(TrainingConfig(epochs=1, batch_size=32), background=False)
@@ -92,6 +98,7 @@ def test_a_released_session_is_rebuilt_from_its_record_with_model_data_plan_and_
     after = page(returning, session_id)
     assert after.session_state["dataset"] == "shapes"
     assert after.session_state["plan"] == before.session_state["plan"] != []
+    assert after.session_state["adapters"] == before.session_state["adapters"] != {}
     assert after.session_state["split"] == 0.25
     assert after.session_state["stored"] == [1]
     assert after.session_state["next_run_id"] == 2
