@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from keras import ops
 
+from models.lora import ADAPTED_VARIABLE_NAMES
 from models.tree import STATE_KIND, WEIGHTS_KIND, LayerTree
 from models.validation import check_whole_number
 
@@ -92,19 +93,22 @@ class _Record:
 
 @dataclass(frozen=True)
 class LayerCheck:
-    """The outcome of the bitwise check of one frozen layer.
+    """The outcome of the bitwise check of one frozen layer, or of a LoRA layer's kernel.
 
     Attributes:
         path: The layer's path.
         weights_unchanged: Whether its weights are bitwise equal to the start (True when it has
-            none).
+            none); for a LoRA kernel, whether the kernel is.
         state_unchanged: Whether its non-trainable state is bitwise equal to the start (True
             when it has none).
+        lora_kernel: True for the check of a trainable LoRA layer's frozen kernel (its adapters
+            and bias train, so only the kernel must stay bitwise the same).
     """
 
     path: str
     weights_unchanged: bool
     state_unchanged: bool
+    lora_kernel: bool = False
 
     @property
     def unchanged(self) -> bool:
@@ -147,8 +151,19 @@ class VerificationResult:
         if not self.checks:
             return "No layer was frozen during training, so there is nothing to verify."
         if self.all_unchanged:
-            noun = "layer is" if self.num_checked == 1 else "layers are"
-            return f"All {self.num_checked} frozen {noun} bitwise unchanged."
+            kernels = sum(1 for check in self.checks if check.lora_kernel)
+            layers = self.num_checked - kernels
+            if not kernels:
+                noun = "layer is" if layers == 1 else "layers are"
+                return f"All {layers} frozen {noun} bitwise unchanged."
+            kernel_noun = "kernel" if kernels == 1 else "kernels"
+            if not layers:
+                return f"All {kernels} LoRA layers' frozen {kernel_noun} bitwise unchanged."
+            layer_noun = "layer" if layers == 1 else "layers"
+            return (
+                f"All {layers} frozen {layer_noun} and {kernels} LoRA {kernel_noun} are bitwise "
+                "unchanged."
+            )
         parts = []
         for check in self.checks:
             if check.unchanged:
@@ -161,12 +176,21 @@ class VerificationResult:
                 )
                 if not ok
             ]
+            if check.lora_kernel:
+                what = ["kernel under LoRA"]
             parts.append(f"{check.path} ({' and '.join(what)})")
         return (
             f"{len(parts)} of {self.num_checked} frozen layers changed during training: "
             + ", ".join(parts)
             + "."
         )
+
+
+def _bitwise_equal(variable: keras.Variable, start: Any) -> bool:
+    """Whether a variable holds bitwise the value it started with."""
+    return np.array_equal(
+        _as_bits(np.asarray(variable.numpy())), _as_bits(np.asarray(ops.convert_to_numpy(start)))
+    )
 
 
 def _as_bits(array: np.ndarray) -> np.ndarray:
@@ -276,6 +300,8 @@ class DriftRecorder(keras.callbacks.Callback):
         self.every_n_batches = every_n_batches
         self._groups: list[_Group] | None = None
         self._frozen_throughout: set[str] | None = None
+        # Trainable LoRA layers whose kernel was frozen in every fit: their kernels are checked.
+        self._lora_throughout: set[str] | None = None
         self._frozen_now: set[str] = set()
         self._records: list[_Record] = []
         self._step = 0
@@ -393,13 +419,22 @@ class DriftRecorder(keras.callbacks.Callback):
 
     # ------------------------------------------------------------------------- Keras hooks
     def on_train_begin(self, logs=None) -> None:
-        frozen = {node.path for node in self.tree.nodes() if not node.effectively_trainable}
+        nodes = self.tree.nodes()
+        frozen = {node.path for node in nodes if not node.effectively_trainable}
+        lora = {
+            node.path
+            for node in nodes
+            if node.state == "lora"
+            and not any(v.trains for v in node.variables if v.name in ADAPTED_VARIABLE_NAMES)
+        }
         self._frozen_now = frozen
         if self._groups is None:
             self._groups = self._snapshot()
             self._frozen_throughout = set(frozen)
+            self._lora_throughout = lora
         else:
             self._frozen_throughout &= frozen
+            self._lora_throughout &= lora
         mask = np.array([group.path in frozen for group in self._groups], bool)
         if not np.array_equal(mask, self._frozen_mask):
             self._frozen_mask = mask
@@ -518,18 +553,21 @@ class DriftRecorder(keras.callbacks.Callback):
                 "`model.fit(..., callbacks=[recorder])` first."
             )
         frozen = self._frozen_throughout or set()
+        lora = (self._lora_throughout or set()) - frozen
         results: dict[str, dict[str, bool]] = {}
+        kernels: dict[str, bool] = {}
         for group in self._groups:
-            if group.path not in frozen:
-                continue
-            same = all(
-                np.array_equal(
-                    _as_bits(np.asarray(variable.numpy())),
-                    _as_bits(np.asarray(ops.convert_to_numpy(start))),
+            pairs = zip(group.variables, group.start_values, strict=True)
+            if group.path in frozen:
+                results.setdefault(group.path, {})[group.kind] = all(
+                    _bitwise_equal(variable, start) for variable, start in pairs
                 )
-                for variable, start in zip(group.variables, group.start_values, strict=True)
-            )
-            results.setdefault(group.path, {})[group.kind] = same
+            elif group.path in lora and group.kind == WEIGHTS_KIND:
+                kernels[group.path] = all(
+                    _bitwise_equal(variable, start)
+                    for variable, start in pairs
+                    if variable.name in ADAPTED_VARIABLE_NAMES
+                )
         checks = tuple(
             LayerCheck(
                 path=path,
@@ -537,6 +575,9 @@ class DriftRecorder(keras.callbacks.Callback):
                 state_unchanged=kinds.get(STATE_KIND, True),
             )
             for path, kinds in results.items()
+        ) + tuple(
+            LayerCheck(path=path, weights_unchanged=same, state_unchanged=True, lora_kernel=True)
+            for path, same in kernels.items()
         )
         return VerificationResult(checks=checks)
 

@@ -250,3 +250,21 @@ def test_the_attention_recipe_names_query_and_value_only():
     assert dense_names == ["attention_output", "key", "projection", "query", "value"]
     with pytest.raises(ValueError, match="recipe"):
         lora_targets(base, "everything")
+
+
+def test_the_proof_checks_a_lora_layers_kernel_bitwise_next_to_the_frozen_layers(digits):
+    workspace = Workspace(bundled_template(), digits)
+    convolutions = [p for p in workspace.tree.paths() if supports_lora(workspace.tree.layer(p))]
+    workspace.set_lora({path: LoraSetting(2) for path in convolutions[:2]})
+    workspace.bulk_action("freeze_batch_norm")
+    run = workspace.start_run(TrainingConfig(epochs=1, batch_size=64), background=False)
+    proof = run.job.verification()
+    kernels = [check.path for check in proof.checks if check.lora_kernel]
+    assert kernels == convolutions[:2] and proof.all_unchanged
+    assert proof.message() == "All 3 frozen layers and 2 LoRA kernels are bitwise unchanged."
+    # The proof is a real check: a kernel moved behind FreezeLab's back is caught.
+    kernel = workspace.tree.layer(convolutions[0])._kernel
+    kernel.assign(kernel.numpy() + 1e-7)
+    changed = run.job.recorder.verify()
+    assert changed.changed_paths == (convolutions[0],)
+    assert "kernel under LoRA" in changed.message()
