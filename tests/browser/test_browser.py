@@ -412,3 +412,35 @@ def test_a_closed_page_has_its_job_cancelled_after_the_grace_period_and_saved_as
     open_app(returning, address)
     go(returning, "4 · Train")
     expect(returning.get_by_text(re.compile("Ended as orphaned"))).to_be_visible(timeout=30_000)
+
+
+# ------------------------------------------------------------------------------- LoRA
+def test_a_lora_chip_adapts_a_layer_and_the_proof_checks_its_kernel(page: Page, app_url):
+    from models.lora import LoraSetting, enable_lora
+
+    open_app(page, app_url)
+    go(page, "2 · Freeze")
+    checkbox(page, f"{BASE}/batch_norm1").click()  # a frozen layer next to the LoRA one
+    wait_for_app(page)
+    page.get_by_label(f"add LoRA on {BASE}/conv2", exact=True).click()
+    expect(page.get_by_text("LoRA r4 α4").first).to_be_visible(timeout=30_000)
+    expect(page.get_by_label(f"remove LoRA on {BASE}/conv2", exact=True)).to_be_visible()
+    # Keras's own counts for the same model: conv2 adapted with rank 4, batch_norm1 frozen.
+    reference = build_default_transfer_model()
+    tree = LayerTree(reference)
+    enable_lora(tree.layer(f"{BASE}/conv2"), LoraSetting(4))
+    tree = LayerTree(reference)
+    tree.set_frozen(f"{BASE}/batch_norm1", True)
+    trainable = sum(math.prod(w.shape) for w in reference.trainable_weights)
+    assert tree.totals().trainable == trainable
+    expect(metric(page, "Trainable params")).to_have_text(f"{trainable:,}")
+    summary = page.get_by_test_id("freezelab-layer-tree").locator(".fl-summary")
+    expect(summary).to_have_attribute("data-trainable", str(trainable))  # the browser's sums
+
+    set_epochs(page, 1)
+    page.get_by_role("button", name="▶ Train").click()
+    go(page, "4 · Train")
+    expect(page.get_by_text("Finished 1 epoch(s).")).to_be_visible(timeout=120_000)
+    go(page, "5 · Drift")
+    proof = "All 1 frozen layer and 1 LoRA kernel are bitwise unchanged."
+    expect(page.get_by_role("tabpanel", name="5 · Drift").get_by_text(proof)).to_be_visible()
