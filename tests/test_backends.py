@@ -5,16 +5,11 @@ Each backend runs in its own subprocess, since Keras picks its backend once per 
 """
 
 import importlib.util
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
+from tests.backend_subprocess import run_on_backend
 
 CORE_SCRIPT = """
 import json
@@ -81,20 +76,7 @@ print("RESULT " + json.dumps(result))
 
 
 def run_core(backend: str) -> dict:
-    environment = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-    environment["PYTHONPATH"] = str(REPOSITORY_ROOT)
-    completed = subprocess.run(
-        [sys.executable, "-c", CORE_SCRIPT],
-        cwd=REPOSITORY_ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    assert completed.returncode == 0 and lines, completed.stderr[-3000:]
-    return json.loads(lines[-1].removeprefix("RESULT "))
+    return run_on_backend(CORE_SCRIPT, backend, timeout=240)
 
 
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])

@@ -1,12 +1,6 @@
 """Tests for models/bundled.py, models/bundled_attention.py and their committed artifacts."""
 
-import importlib.util
-import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -37,8 +31,7 @@ from models.splits import train_validation_split
 from models.template import BUNDLED_ATTENTION_KEY
 from models.transfer import build_transfer_model
 from models.tree import LayerTree
-
-REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
+from tests.backend_subprocess import run_on_backend, skip_without_jax
 
 
 def count_parameters(weights):
@@ -351,22 +344,8 @@ def test_enable_lora_on_attention_query_and_value_changes_counts_as_keras_says()
 
 
 def test_attention_model_loads_and_adapts_on_jax(attention_metadata):
-    if importlib.util.find_spec("jax") is None:
-        pytest.skip("JAX is not installed: pip install -r requirements-dev.txt")
-    environment = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
-    environment["PYTHONPATH"] = str(REPOSITORY_ROOT)
-    completed = subprocess.run(
-        [sys.executable, "-c", ATTENTION_JAX_SCRIPT],
-        cwd=REPOSITORY_ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    assert completed.returncode == 0 and lines, completed.stderr[-3000:]
-    result = json.loads(lines[-1].removeprefix("RESULT "))
+    skip_without_jax()
+    result = run_on_backend(ATTENTION_JAX_SCRIPT, "jax", timeout=240)
 
     assert result["backend"] == "jax"
     recorded = attention_metadata["validation_accuracy"]

@@ -7,13 +7,8 @@ the same helpers in a `KERAS_BACKEND=jax` subprocess (as tests/test_backends.py 
 Keras picks its backend once per process.
 """
 
-import importlib.util
 import json
-import os
-import subprocess
-import sys
 import warnings
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -33,8 +28,8 @@ from models.layer_rates import (
 )
 from models.training import OPTIMIZERS, JobState, TrainingConfig, TrainingJob
 from models.tree import LayerTree
+from tests.backend_subprocess import run_on_backend, skip_without_jax
 
-REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
 OPTIMIZER_NAMES = ["adam", "sgd", "rmsprop", "adamw"]
 LEARNING_RATE = 0.05
 
@@ -593,22 +588,8 @@ print("RESULT " + json.dumps(report))
 
 @pytest.fixture(scope="module")
 def jax_report():
-    if importlib.util.find_spec("jax") is None:
-        pytest.skip("JAX is not installed: pip install -r requirements-dev.txt")
-    environment = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
-    environment["PYTHONPATH"] = str(REPOSITORY_ROOT)
-    completed = subprocess.run(
-        [sys.executable, "-c", JAX_SCRIPT],
-        cwd=REPOSITORY_ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    assert completed.returncode == 0 and lines, completed.stderr[-3000:]
-    report = json.loads(lines[-1].removeprefix("RESULT "))
+    skip_without_jax()
+    report = run_on_backend(JAX_SCRIPT, "jax", timeout=240)
     assert report["backend"] == "jax"
     return report
 

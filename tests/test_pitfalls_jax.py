@@ -6,16 +6,10 @@ only compares. Nothing expects a fixed outcome for behaviour that might change w
 release: each report is compared with what Keras did in the same subprocess.
 """
 
-import importlib.util
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
+from tests.backend_subprocess import run_on_backend, skip_without_jax
 
 SCRIPT = r"""
 import json
@@ -114,22 +108,8 @@ print("RESULT " + json.dumps(report))
 
 @pytest.fixture(scope="module")
 def jax_report():
-    if importlib.util.find_spec("jax") is None:
-        pytest.skip("JAX is not installed: pip install -r requirements-dev.txt")
-    environment = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
-    environment["PYTHONPATH"] = str(REPOSITORY_ROOT)
-    completed = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
-        cwd=REPOSITORY_ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    assert completed.returncode == 0 and lines, completed.stderr[-3000:]
-    report = json.loads(lines[-1].removeprefix("RESULT "))
+    skip_without_jax()
+    report = run_on_backend(SCRIPT, "jax", timeout=600)
     assert report["backend"] == "jax"
     return report
 
