@@ -7,18 +7,13 @@ reports something other than what Keras does.
 """
 
 import importlib.util
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import keras
 import pytest
 
 from models.keras_version import VERSION_NOTES, KerasEnvironment, installed_keras, version_tuple
+from tests.backend_subprocess import run_on_backend
 
-REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore:The model does not have any trainable weights")
 
 MEASURE = r"""
@@ -127,7 +122,7 @@ def lessons():
     }
 
 
-print(json.dumps({
+print("RESULT " + json.dumps({
     "lessons": lessons(),
     "environment": installed_keras().label,
     "stale_compile": direct_stale_compile(),
@@ -143,17 +138,7 @@ def measured(request) -> dict:
     backend = request.param
     if importlib.util.find_spec(backend) is None:
         pytest.skip(f"{backend} is not installed")
-    environment = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-    completed = subprocess.run(
-        [sys.executable, "-c", MEASURE],
-        cwd=REPOSITORY_ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+    return run_on_backend(MEASURE, backend, timeout=900)
 
 
 def test_every_report_names_the_keras_and_backend_it_ran_on(measured):

@@ -6,7 +6,6 @@ only compares. Nothing expects a fixed outcome for behaviour that might change w
 release: each report is compared with what Keras did in the same subprocess.
 """
 
-
 import pytest
 
 from tests.backend_subprocess import run_on_backend, skip_without_jax

@@ -1,11 +1,6 @@
 """Tests for models/transfer.py and models/layers.py: adaptation, nesting, head, save/load."""
 
 import importlib.util
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -14,8 +9,7 @@ import pytest
 from models.layers import RGBToGrayscale, Uint8Rescaling, grayscale_to_rgb
 from models.transfer import build_transfer_model, cut_base, describe_input_adaptation
 from models.tree import LayerTree
-
-REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
+from tests.backend_subprocess import run_on_backend
 
 
 def tiny_base(input_shape, name="base", batch_norm=False, flatten=False):
@@ -389,25 +383,14 @@ image = (np.indices((28, 28)).sum(axis=0) % 2).astype("float32")[None, :, :, Non
 base = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3)], name="base")
 model = build_transfer_model(base, (28, 28, 1), num_classes=2)
 seen = keras.Model(model.inputs[0], model.get_layer("resize").output)(image)
-print(json.dumps({"backend": keras.backend.backend(),
+print("RESULT " + json.dumps({"backend": keras.backend.backend(),
                   "values": keras.ops.convert_to_numpy(seen).ravel().tolist()}))
 """
 
 
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed")
 def test_antialiased_resizing_is_the_same_on_jax():
-    environment = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
-    environment["PYTHONPATH"] = str(REPOSITORY_ROOT)
-    completed = subprocess.run(
-        [sys.executable, "-c", ANTIALIAS_SCRIPT],
-        capture_output=True,
-        text=True,
-        env=environment,
-        cwd=REPOSITORY_ROOT,
-        timeout=300,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    result = run_on_backend(ANTIALIAS_SCRIPT, "jax", timeout=300)
     assert result["backend"] == "jax"
     on_tensorflow = resized_by_model(checkerboard(28)).ravel()
     np.testing.assert_allclose(result["values"], on_tensorflow, atol=1e-5)
