@@ -9,9 +9,10 @@ from components.figures import (
     drift_lines_figure,
     final_drift_bar_figure,
     final_drift_table,
+    lora_drift_table,
     state_drift_figure,
 )
-from models.drift import VerificationResult
+from models.drift import EFFECTIVE_KERNEL_KIND, VerificationResult
 from models.export import download_file_name, drift_csv_bytes
 from models.snapshot import RunSnapshot, VerificationSummary
 
@@ -79,6 +80,7 @@ def render_drift(run: RunSnapshot) -> None:
     st.plotly_chart(
         state_drift_figure(drift, layer_order=order), width="stretch", key=f"{prefix}_state"
     )
+    render_lora_drift(run)
     st.subheader("Final drift per layer")
     table = final_drift_table(drift, layer_order=order)
     st.dataframe(table, hide_index=True, width="stretch")
@@ -88,4 +90,35 @@ def render_drift(run: RunSnapshot) -> None:
         file_name=download_file_name("drift", run.run_id),
         mime="text/csv",
         key=f"{prefix}_download_drift",
+    )
+
+
+def render_lora_drift(run: RunSnapshot) -> None:
+    """Shows each LoRA layer's effective-kernel drift next to its adapters' size (if any)."""
+    table = lora_drift_table(
+        run.drift, run.adapters, run.adapter_parameters, layer_order=list(run.layer_order)
+    )
+    if table.empty:
+        return
+    st.subheader("LoRA layers: how far the effective kernel moved")
+    st.caption(
+        "A LoRA layer computes with kernel + (α/r)·a·b. Its own kernel stays frozen (checked "
+        "bitwise above); the adapters a and b train. The effective kernel's drift is how far "
+        "the layer's function moved, next to what the adapters cost."
+    )
+    st.dataframe(
+        table,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "Adapter / kernel": st.column_config.NumberColumn(format="percent"),
+            "Effective kernel relative change": st.column_config.NumberColumn(format="%.4g"),
+            "Effective kernel max abs change": st.column_config.NumberColumn(format="%.4g"),
+        },
+        key=f"run{run.run_id}_lora_table",
+    )
+    st.plotly_chart(
+        drift_lines_figure(run.drift, EFFECTIVE_KERNEL_KIND, layer_order=list(run.layer_order)),
+        width="stretch",
+        key=f"run{run.run_id}_lora_lines",
     )

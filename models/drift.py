@@ -13,6 +13,11 @@ W_t the values at step t, all of a kind's variables taken together as one vector
   is finite); `verify_frozen_unchanged` then checks the frozen layers bitwise (byte for byte) at
   the end.
 
+A LoRA layer (`models.lora`) has a third kind, "effective_kernel": the kernel the layer computes
+with, `kernel + (alpha / rank) * a @ b` (an Embedding's embeddings), measured the same way. Its
+own kernel stays frozen, so its "weights" rows mostly show the adapters' motion (`a` starts
+random); the effective kernel's drift is how far the layer's function really moved.
+
 When drift is recorded every few batches, those batch records measure the layers that train
 (effectively trainable ones: the only ones the optimizer or a training-mode BatchNormalization
 can move); every layer, frozen ones included, is measured at the start and at every epoch end,
@@ -23,6 +28,7 @@ record for MobileNetV2 0.35) above a whole training step of a head on cached fea
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from collections.abc import Callable, Sequence
@@ -34,9 +40,20 @@ import numpy as np
 import pandas as pd
 from keras import ops
 
-from models.lora import ADAPTED_VARIABLE_NAMES
+from models.lora import (
+    ADAPTED_VARIABLE_NAMES,
+    adapted_variable,
+    adapter_variables,
+    lora_setting,
+)
 from models.tree import STATE_KIND, WEIGHTS_KIND, LayerTree
 from models.validation import check_whole_number
+
+EFFECTIVE_KERNEL_KIND = "effective_kernel"
+"""The drift kind of a LoRA layer's effective kernel, `kernel + (alpha / rank) * a @ b`."""
+
+DRIFT_KINDS = (WEIGHTS_KIND, STATE_KIND, EFFECTIVE_KERNEL_KIND)
+"""Every value of the drift frame's "kind" column."""
 
 DRIFT_COLUMNS = (
     "step",
@@ -68,7 +85,11 @@ _DRIFT_DTYPES = (
 
 @dataclass(frozen=True)
 class _Group:
-    """The variables of one layer and one kind, with their starting values."""
+    """The variables of one layer and one kind, with their starting values.
+
+    A group of the effective-kernel kind measures ONE value computed from its three variables
+    (kernel, a, b): `kernel + lora_scale * a @ b`; its `start_values` holds that one value.
+    """
 
     path: str
     name: str
@@ -78,6 +99,16 @@ class _Group:
     start_values: tuple  # backend tensors, one copy of W_0
     start_norm: float
     num_params: int
+    lora_scale: float | None = None
+
+    @property
+    def items(self) -> list[tuple[Any, Any, float | None]]:
+        """What one record measures: (current, start, LoRA scale or None) per measured value."""
+        if self.lora_scale is not None:
+            return [(self.variables, self.start_values[0], self.lora_scale)]
+        return [(variable, start, None) for variable, start in zip(
+            self.variables, self.start_values, strict=True
+        )]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -86,7 +117,7 @@ class _Record:
 
     step: int
     epoch: int
-    scalars: np.ndarray  # (2, num_variables): squared change, max |change|; NaN: not measured
+    scalars: np.ndarray  # (2, num_items): squared change, max |change|; NaN: not measured
     frozen: np.ndarray  # (num_groups,) bool
     measured: np.ndarray  # (num_groups,) bool: False for groups a batch record skipped
 
@@ -158,7 +189,9 @@ class VerificationResult:
                 return f"All {layers} frozen {noun} bitwise unchanged."
             kernel_noun = "kernel" if kernels == 1 else "kernels"
             if not layers:
-                return f"All {kernels} LoRA layers' frozen {kernel_noun} bitwise unchanged."
+                if kernels == 1:
+                    return "The LoRA layer's frozen kernel is bitwise unchanged."
+                return f"All {kernels} LoRA layers' frozen kernels are bitwise unchanged."
             layer_noun = "layer" if layers == 1 else "layers"
             return (
                 f"All {layers} frozen {layer_noun} and {kernels} LoRA {kernel_noun} are bitwise "
@@ -198,22 +231,33 @@ def _as_bits(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array).view(np.uint8)
 
 
-def _drift_scalars(current_values: Sequence[Any], start_values: Sequence[Any]) -> Any:
-    """Computes each variable's drift scalars with `keras.ops` (traceable, backend-neutral).
+def _drift_scalars(
+    current_values: Sequence[Any],
+    start_values: Sequence[Any],
+    lora_scales: Sequence[float | None] | None = None,
+) -> Any:
+    """Computes each measured value's drift scalars with `keras.ops` (traceable, backend-neutral).
 
-    Whether a variable is unchanged follows from these two exactly (see `_unchanged`), so no
+    Whether a value is unchanged follows from these two exactly (see `_unchanged`), so no
     third, elementwise comparison is computed: each record point stays as small a device call
     as it can be.
 
     Args:
-        current_values: The variables' current values (backend tensors or variables).
+        current_values: The variables' current values (backend tensors or variables); for a
+            LoRA effective kernel, the tuple (kernel, a, b).
         start_values: Their starting values, in the same order.
+        lora_scales: Per value, None, or the LoRA scale (alpha / rank) of an effective kernel
+            (static: part of the compiled function, not an argument of it).
 
     Returns:
-        A float32 tensor of shape (2, num_variables): the squared L2 change and the max |change|.
+        A float32 tensor of shape (2, num_values): the squared L2 change and the max |change|.
     """
+    scales = lora_scales or [None] * len(current_values)
     squared, maximum = [], []
-    for current, start in zip(current_values, start_values, strict=True):
+    for current, start, scale in zip(current_values, start_values, scales, strict=True):
+        if scale is not None:  # Keras's own formula (e.g. keras.layers.Dense.kernel)
+            kernel, lora_a, lora_b = current
+            current = kernel + scale * ops.matmul(lora_a, lora_b)
         if math.prod(current.shape) == 0:  # an empty weight never changes
             squared.append(ops.zeros((), "float32"))
             maximum.append(ops.zeros((), "float32"))
@@ -237,8 +281,15 @@ def _unchanged(squared: np.ndarray, maximum: np.ndarray) -> np.ndarray:
     return (maximum == 0) & np.isfinite(squared)
 
 
+def _value(current: Any) -> Any:
+    """The current value of a variable, or of each variable of a (kernel, a, b) tuple."""
+    if isinstance(current, tuple):
+        return tuple(variable.value for variable in current)
+    return current.value
+
+
 def _compiled_measure(
-    variables: Sequence[keras.Variable], start_values: Sequence[Any]
+    items: Sequence[tuple[Any, Any, float | None]],
 ) -> Callable[[], Any]:
     """Returns a zero-argument function computing `_drift_scalars` in ONE compiled call.
 
@@ -252,22 +303,28 @@ def _compiled_measure(
     construction is not thread-safe (python/cpython#106905): a parse in another thread at the
     same moment, such as Streamlit compiling a page script, can fail with "SystemError: AST
     constructor recursion depth mismatch". Tracing is faster without it, too.
+
+    Args:
+        items: (current, start, LoRA scale or None) per measured value (`_Group.items`).
     """
+    currents = [current for current, _, _ in items]
+    starts = [start for _, start, _ in items]
+    scales = tuple(scale for _, _, scale in items)
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
         function = tf.function(
-            lambda: _drift_scalars([variable.value for variable in variables], start_values),
+            lambda: _drift_scalars([_value(current) for current in currents], starts, scales),
             autograph=False,
         )
         return function.get_concrete_function()  # calling it skips the trace-cache lookup
     if backend == "jax":
         import jax
 
-        compiled = jax.jit(_drift_scalars)
-        return lambda: compiled([variable.value for variable in variables], start_values)
-    return lambda: _drift_scalars([variable.value for variable in variables], start_values)
+        compiled = jax.jit(functools.partial(_drift_scalars, lora_scales=scales))
+        return lambda: compiled([_value(current) for current in currents], starts)
+    return lambda: _drift_scalars([_value(current) for current in currents], starts, scales)
 
 
 class DriftRecorder(keras.callbacks.Callback):
@@ -311,7 +368,7 @@ class DriftRecorder(keras.callbacks.Callback):
         self._frozen_mask = np.zeros(0, dtype=bool)
         self._measure_all: Callable[[], Any] | None = None
         self._measure_live: Callable[[], Any] | None = None
-        self._live_variables = np.zeros(0, dtype=bool)  # per variable: in a layer that trains
+        self._live_variables = np.zeros(0, dtype=bool)  # per measured item: its layer trains
 
     @property
     def async_safe(self) -> bool:
@@ -348,7 +405,28 @@ class DriftRecorder(keras.callbacks.Callback):
                         num_params=int(sum(s.size for s in starts)),
                     )
                 )
+            if node.lora_rank is not None:  # a LoRA layer, training or frozen
+                groups.append(self._effective_kernel_group(node))
         return groups
+
+    def _effective_kernel_group(self, node: Any) -> _Group:
+        """The effective-kernel group of a LoRA layer: `kernel + scale * a @ b` at the start."""
+        layer = self.tree.layer(node.path)
+        variables = (adapted_variable(layer), *adapter_variables(layer))
+        scale = lora_setting(layer).scale
+        kernel, lora_a, lora_b = (np.asarray(v.numpy(), dtype=np.float32) for v in variables)
+        start = kernel + np.float32(scale) * np.matmul(lora_a, lora_b)
+        return _Group(
+            path=node.path,
+            name=node.name,
+            class_name=node.class_name,
+            kind=EFFECTIVE_KERNEL_KIND,
+            variables=variables,
+            start_values=(ops.convert_to_tensor(start),),
+            start_norm=float(np.sqrt(np.sum(np.square(start, dtype=np.float64)))),
+            num_params=int(start.size),
+            lora_scale=scale,
+        )
 
     def record(self, every_layer: bool = True) -> None:
         """Records the drift at the current step (called by the hooks).
@@ -384,14 +462,10 @@ class DriftRecorder(keras.callbacks.Callback):
             return self._measure_live
         if not live_only and self._measure_all is not None:
             return self._measure_all
-        pairs = [
-            (variable, start)
-            for group in self._groups or []
-            for variable, start in zip(group.variables, group.start_values, strict=True)
-        ]
+        items = [item for group in self._groups or [] for item in group.items]
         if live_only:
-            pairs = [pair for pair, keep in zip(pairs, self._live_variables, strict=True) if keep]
-        function = _compiled_measure([v for v, _ in pairs], [start for _, start in pairs])
+            items = [item for item, keep in zip(items, self._live_variables, strict=True) if keep]
+        function = _compiled_measure(items)
         if live_only:
             self._measure_live = function
         else:
@@ -406,7 +480,7 @@ class DriftRecorder(keras.callbacks.Callback):
             (num_records, num_groups).
         """
         groups = self._groups or []
-        sizes = [len(group.variables) for group in groups]
+        sizes = [len(group.items) for group in groups]
         offsets = np.cumsum([0, *sizes[:-1]])
         scalars = np.stack([record.scalars for record in records]).astype(np.float64)
         squared = np.add.reduceat(scalars[:, 0, :], offsets, axis=1)
@@ -438,7 +512,7 @@ class DriftRecorder(keras.callbacks.Callback):
         mask = np.array([group.path in frozen for group in self._groups], bool)
         if not np.array_equal(mask, self._frozen_mask):
             self._frozen_mask = mask
-            self._live_variables = np.repeat(~mask, [len(g.variables) for g in self._groups])
+            self._live_variables = np.repeat(~mask, [len(g.items) for g in self._groups])
             self._measure_live = None  # another set of layers trains in this fit
         if not self._records:
             self.record()
@@ -492,8 +566,9 @@ class DriftRecorder(keras.callbacks.Callback):
 
         Returns:
             Columns: step (batches seen), epoch (epochs finished), layer_path, layer_name,
-            class_name, kind ("weights" or "state"), relative_change, max_abs_change, unchanged,
-            frozen (effectively frozen during that fit), num_params.
+            class_name, kind ("weights", "state", or "effective_kernel" for a LoRA layer),
+            relative_change, max_abs_change, unchanged, frozen (effectively frozen during that
+            fit), num_params.
         """
         records = list(self._records)  # a snapshot: training may append meanwhile
         groups = self._groups or []
@@ -557,6 +632,8 @@ class DriftRecorder(keras.callbacks.Callback):
         results: dict[str, dict[str, bool]] = {}
         kernels: dict[str, bool] = {}
         for group in self._groups:
+            if group.kind == EFFECTIVE_KERNEL_KIND:
+                continue  # computed from the kernel and adapters, each checked on its own
             pairs = zip(group.variables, group.start_values, strict=True)
             if group.path in frozen:
                 results.setdefault(group.path, {})[group.kind] = all(

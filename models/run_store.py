@@ -39,6 +39,7 @@ import pandas as pd
 
 from models.checks import human_size
 from models.job import PhaseBoundary, RunEnding
+from models.lora import LoraSetting
 from models.session_record import SessionRecord
 from models.snapshot import RunSnapshot, VerificationSummary
 from models.training import JobState, TrainingConfig, TrainingProgress
@@ -169,6 +170,10 @@ def _record_json(run: RunSnapshot, csv_name: str) -> dict[str, Any]:
         "execution_cached": run.execution_cached,
         "layer_order": list(run.layer_order),
         "depths": dict(run.depths),
+        "adapters": {
+            path: {**setting.to_dict(), "parameters": run.adapter_parameters.get(path, 0)}
+            for path, setting in run.adapters.items()
+        },
         "drift_file": csv_name,
         "drift_columns": [str(column) for column in run.drift.columns],
         "drift_dtypes": [str(dtype) for dtype in run.drift.dtypes],
@@ -281,6 +286,14 @@ def _stored_run_from_json(data: Any, csv_text: str) -> RunSnapshot:
         depths={str(path): int(depth) for path, depth in data.get("depths", {}).items()},
         created_at=str(data["created_at"]),
         ending=RunEnding(data["ending"]) if data.get("ending") else RunEnding.of(progress.state),
+        adapters={
+            str(path): LoraSetting.from_dict(adapter)
+            for path, adapter in data.get("adapters", {}).items()
+        },
+        adapter_parameters={
+            str(path): int(adapter.get("parameters", 0))
+            for path, adapter in data.get("adapters", {}).items()
+        },
     )
 
 

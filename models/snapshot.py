@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from models.job import JobState, PhaseBoundary, RunEnding, TrainingProgress
+from models.lora import LoraSetting
 from models.training_config import TrainingConfig
 from models.tree import ParameterCounts
 
@@ -81,6 +82,8 @@ class RunSnapshot:
         created_at: When the snapshot was taken (ISO 8601, UTC).
         ending: How the run ended (`RunEnding`: finished, stopped, failed, orphaned); None
             while it trains.
+        adapters: The LoRA adapters when it started, path -> `LoraSetting`.
+        adapter_parameters: Each adapter's parameters (`a` plus `b`), path -> count.
     """
 
     run_id: int
@@ -102,6 +105,8 @@ class RunSnapshot:
     depths: Mapping[str, int] = field(default_factory=dict)
     created_at: str = ""
     ending: RunEnding | None = None
+    adapters: Mapping[str, LoraSetting] = field(default_factory=dict)
+    adapter_parameters: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def display_name(self) -> str:
@@ -167,4 +172,6 @@ class RunSnapshot:
             depths={str(path): int(depth) for path, depth in run.depths.items()},
             created_at=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
             ending=RunEnding.of(progress.state, bool(getattr(run, "orphaned", False))),
+            adapters=dict(getattr(run, "adapters", {})),
+            adapter_parameters=dict(getattr(run, "adapter_parameters", {})),
         )

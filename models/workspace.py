@@ -21,6 +21,7 @@ from models.export import run_config
 from models.job import Job, RunEnding
 from models.lora import (
     LORA_TARGETS,
+    LORA_VARIABLE_NAMES,
     LoraSetting,
     copy_weights_merging_adapters,
     enable_lora,
@@ -49,6 +50,7 @@ class Run:
         config: The `TrainingConfig`.
         frozen_paths: The freeze plan (paths whose flag is False) when the run started.
         adapters: The LoRA adapters (path -> `LoraSetting`) when the run started.
+        adapter_parameters: Each adapter's parameters (`a` plus `b`), path -> count.
         counts: Trainable / non-trainable parameters when the run started.
         job: Its job, a `TrainingJob` or a `ScheduledJob`, read through the `Job` protocol.
         layer_order: Node paths in model order, for charts.
@@ -67,6 +69,7 @@ class Run:
     name: str = ""
     orphaned: bool = False
     adapters: dict[str, LoraSetting] = field(default_factory=dict)
+    adapter_parameters: dict[str, int] = field(default_factory=dict)
 
     @property
     def ending(self) -> RunEnding | None:
@@ -428,6 +431,11 @@ class Workspace:
             depths={node.path: node.depth for node in nodes},
             name=name,
             adapters=self.lora_plan(),
+            adapter_parameters={
+                node.path: sum(v.params for v in node.variables if v.name in LORA_VARIABLE_NAMES)
+                for node in nodes
+                if node.lora_rank is not None
+            },
         )
         self.runs.append(run)
         del self.runs[:-MAX_RUNS_KEPT]

@@ -2,10 +2,12 @@
 
 import json
 
+import numpy as np
+
 from streamlit.testing.v1 import AppTest
 
 from tests.app_helpers import open_tab
-from tests.test_app import APP, BASE, button, keras_counts, metrics, tree_element
+from tests.test_app import APP, BASE, button, keras_counts, metrics, tree_element, wait_for_run
 
 TRIGGER_SUFFIX = "events"
 
@@ -79,3 +81,36 @@ def test_a_chip_on_a_layer_keras_cannot_adapt_says_why_and_changes_nothing():
     assert not at.exception
     assert at.session_state["workspace"].lora_plan() == {}
     assert any("not on BatchNormalization" in w.value for w in at.warning)
+
+
+def test_after_a_lora_run_the_drift_step_shows_each_effective_kernel_next_to_its_adapter():
+    at = open_tab(AppTest.from_file(APP, default_timeout=120).run(), "2 · Freeze")
+    at.number_input(key="lora_rank").set_value(2).run()
+    click_lora_chip(at, f"{BASE}/conv3")
+    workspace = at.session_state["workspace"]
+    button(at, "▶ Train").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    wait_for_run(at)
+    open_tab(at, "5 · Drift")
+    assert not at.exception, [e.value for e in at.exception]
+    proof = "The LoRA layer's frozen kernel is bitwise unchanged."
+    assert any(s.value == proof for s in at.success), [s.value for s in at.success]
+    table = next(
+        frame.value for frame in at.dataframe if "Effective kernel relative change" in frame.value
+    )
+    layer = workspace.tree.layer(f"{BASE}/conv3")
+    row = table.iloc[0]
+    setting = workspace.lora_plan()[f"{BASE}/conv3"]
+    assert setting.rank == 2
+    assert row["Layer path"] == f"{BASE}/conv3"
+    assert row["Adapter"] == f"r2 α{setting.effective_alpha:g}"
+    # Sizes from Keras's own variables.
+    a, b, kernel = (
+        np.asarray(v.numpy()) for v in (layer.lora_kernel_a, layer.lora_kernel_b, layer._kernel)
+    )
+    assert row["Adapter parameters"] == a.size + b.size
+    assert row["Kernel parameters"] == kernel.size
+    assert row["Effective kernel relative change"] > 0
+    drift = workspace.latest_run.job.drift_frame()
+    final = drift[(drift.layer_path == f"{BASE}/conv3") & (drift.kind == "effective_kernel")]
+    assert row["Effective kernel relative change"] == final.relative_change.iloc[-1]

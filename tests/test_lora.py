@@ -10,6 +10,7 @@ import pytest
 
 from models.catalogue import bundled_template
 from models.datasets import load_bundled_dataset
+from models.drift import EFFECTIVE_KERNEL_KIND
 from models.freezing import set_trainable
 from models.lora import (
     LoraSetting,
@@ -24,6 +25,7 @@ from models.lora import (
 from models.training import TrainingConfig
 from models.tree import LayerTree, ParameterCounts
 from models.workspace import Workspace
+from tests.backend_subprocess import run_on_backend, skip_without_jax
 
 
 def keras_counts(model: keras.Model) -> ParameterCounts:
@@ -268,3 +270,81 @@ def test_the_proof_checks_a_lora_layers_kernel_bitwise_next_to_the_frozen_layers
     changed = run.job.recorder.verify()
     assert changed.changed_paths == (convolutions[0],)
     assert "kernel under LoRA" in changed.message()
+
+
+# ------------------------------------------------------------ drift of the effective kernel
+EFFECTIVE_KERNEL_SCRIPT = """
+import json
+import keras
+import numpy as np
+from models import build_default_transfer_model
+from models.datasets import load_bundled_dataset
+from models.drift import EFFECTIVE_KERNEL_KIND, DriftRecorder
+from models.lora import LoraSetting, effective_kernel, enable_lora
+from models.tree import LayerTree
+
+keras.utils.set_random_seed(0)
+model = build_default_transfer_model()
+tree = LayerTree(model)
+tree.set_frozen("transfer_model/feature_extractor", True)
+conv = "transfer_model/feature_extractor/conv3"
+enable_lora(tree.layer(conv), LoraSetting(2, alpha=4))
+tree.set_frozen(conv, False)
+tree = LayerTree(model)  # the adapters' variables are new
+layer = tree.layer(conv)
+start = effective_kernel(layer).astype(np.float64)
+data = load_bundled_dataset("digits_5_9")
+model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
+recorder = DriftRecorder(tree, every_n_batches=7)
+model.fit(data.x[:256], data.y[:256], epochs=2, batch_size=32, callbacks=[recorder], verbose=0)
+end = effective_kernel(layer).astype(np.float64)  # Keras's own `layer.kernel`
+rows = recorder.frame()
+rows = rows[(rows.layer_path == conv) & (rows.kind == EFFECTIVE_KERNEL_KIND)]
+result = {
+    "recorded": float(rows.relative_change.iloc[-1]),
+    "recorded_max": float(rows.max_abs_change.iloc[-1]),
+    "keras": float(np.linalg.norm(end - start) / np.linalg.norm(start)),
+    "keras_max": float(np.max(np.abs(end - start))),
+    "steps": rows.step.tolist(),
+    "start_unchanged": bool(rows.unchanged.iloc[0]),
+    "proof": recorder.verify().message(),
+    "num_params": int(rows.num_params.iloc[0]),
+}
+print("RESULT " + json.dumps(result))
+"""
+
+
+def _check_effective_kernel_report(report: dict) -> None:
+    # Against Keras's own effective kernel (`layer.kernel`) before and after, in NumPy.
+    assert report["recorded"] == pytest.approx(report["keras"], rel=1e-4)
+    assert report["recorded_max"] == pytest.approx(report["keras_max"], rel=1e-4)
+    assert report["recorded"] > 0
+    assert report["start_unchanged"]
+    assert report["steps"] == [0, 7, 8, 14, 16]  # start, batch records, the two epoch ends
+    assert report["num_params"] == 3 * 3 * 16 * 64  # the kernel's size, not the adapters'
+    assert report["proof"] == "All 5 frozen layers and 1 LoRA kernel are bitwise unchanged."
+
+
+def test_the_drift_of_a_lora_layers_effective_kernel_is_the_one_keras_computes_with():
+    namespace: dict = {}
+    exec(EFFECTIVE_KERNEL_SCRIPT.replace('print("RESULT " + json.dumps(result))', ""), namespace)
+    _check_effective_kernel_report(namespace["result"])
+
+
+def test_the_effective_kernel_drift_is_the_same_on_jax():
+    skip_without_jax()
+    _check_effective_kernel_report(run_on_backend(EFFECTIVE_KERNEL_SCRIPT, "jax"))
+
+
+def test_a_frozen_lora_layer_has_an_unchanged_effective_kernel_and_no_extra_proof(digits):
+    workspace = Workspace(bundled_template(), digits)
+    conv = "transfer_model/feature_extractor/conv2"
+    workspace.set_lora({conv: LoraSetting(2)})
+    workspace.bulk_action("freeze_base")  # freezes the base, adapters included
+    run = workspace.start_run(TrainingConfig(epochs=1, batch_size=64), background=False)
+    rows = run.job.drift_frame()
+    rows = rows[(rows.layer_path == conv) & (rows.kind == EFFECTIVE_KERNEL_KIND)]
+    assert len(rows) == 2 and rows.unchanged.all() and rows.frozen.all()
+    proof = run.job.proof()
+    assert proof.all_unchanged and not any(check.lora_kernel for check in proof.checks)
+    assert conv in {check.path for check in proof.checks}

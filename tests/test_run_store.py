@@ -11,6 +11,7 @@ import pytest
 from models.catalogue import bundled_template
 from models.datasets import load_bundled_dataset
 from models.export import run_config
+from models.lora import LoraSetting
 from models.run_store import (
     RunStore,
     default_runs_folder,
@@ -27,6 +28,7 @@ from models.workspace import Workspace
 def finished_run():
     workspace = Workspace(bundled_template(), load_bundled_dataset("digits_5_9"))
     workspace.bulk_action("freeze_base")
+    workspace.set_lora({"transfer_model/classifier": LoraSetting(2, alpha=4)})
     run = workspace.start_run(TrainingConfig(epochs=2, batch_size=64), background=False)
     config = run_config(
         workspace.template,
@@ -105,6 +107,9 @@ def test_round_trip_of_a_real_run_keeps_every_value(tmp_path, finished_run):
     assert loaded.progress.message == run.job.progress().message
     assert loaded.layer_order == tuple(run.layer_order) and loaded.depths == run.depths
     assert loaded.model_title == run.model_title
+    assert loaded.adapters == {"transfer_model/classifier": LoraSetting(2, alpha=4)}
+    assert loaded.adapter_parameters == {"transfer_model/classifier": 32 * 2 + 2 * 5}
+    assert set(loaded.drift.kind) == {"weights", "state", "effective_kernel"}
 
 
 def test_round_trip_keeps_nan_infinity_and_dtypes(tmp_path):

@@ -33,11 +33,13 @@ from components.figures.drift import (
 )
 from components.figures.drift_frame import (
     KINDS,
+    LORA_TABLE_COLUMNS,
     REQUIRED_DRIFT_COLUMNS,
     STATE_KIND,
     TABLE_COLUMNS,
     WEIGHTS_KIND,
     final_drift_table,
+    lora_drift_table,
 )
 from components.figures.layout import (
     FROZEN_COLOR,
@@ -57,6 +59,7 @@ __all__ = [
     "FROZEN_MARK",
     "GAP_COLOR",
     "KINDS",
+    "LORA_TABLE_COLUMNS",
     "REQUIRED_DRIFT_COLUMNS",
     "STATE_KIND",
     "TABLE_COLUMNS",
@@ -70,6 +73,7 @@ __all__ = [
     "drift_lines_figure",
     "final_drift_bar_figure",
     "final_drift_table",
+    "lora_drift_table",
     "state_drift_figure",
     "training_curves_figure",
 ]

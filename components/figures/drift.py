@@ -36,6 +36,7 @@ from components.figures.layout import (
     _empty_figure,
     _hover_text,
 )
+from models.drift import EFFECTIVE_KERNEL_KIND
 from models.validation import check_whole_number
 
 _STATE_TITLE = (
@@ -60,6 +61,8 @@ def _empty_message(drift: pd.DataFrame, kind: str) -> str:
         return "No drift recorded yet: train the model to see how far each layer moves."
     if kind == STATE_KIND:
         return "No non-trainable state in this model (no BatchNormalization moving statistics)."
+    if kind == EFFECTIVE_KERNEL_KIND:
+        return "No LoRA layer in this run: add an adapter in step 2 to see its effective kernel."
     return "No trainable-type weights in this model."
 
 
@@ -96,8 +99,8 @@ def drift_lines_figure(
 
     Args:
         drift: The drift frame of `DriftRecorder.frame()` (None or empty for "not trained yet").
-        kind: "weights" (kernels, biases, gamma, beta) or "state" (e.g. BatchNorm moving
-            statistics).
+        kind: "weights" (kernels, biases, gamma, beta), "state" (e.g. BatchNorm moving
+            statistics) or "effective_kernel" (a LoRA layer's `kernel + (alpha / rank) * a @ b`).
         layer_order: Layer paths in model order (e.g. `LayerTree(model).paths()`); layers are
             drawn in this order. None keeps the frame's order (which is model order).
         max_layers: Draw at most this many layers, spread evenly over the model order (first
@@ -237,7 +240,7 @@ def drift_heatmap_figure(
 
     Args:
         drift: The drift frame of `DriftRecorder.frame()`.
-        kind: "weights" or "state".
+        kind: "weights", "state" or "effective_kernel" (LoRA layers).
         layer_order: Layer paths in model order; None keeps the frame's order.
         depths: Nesting depth per path (`{node.path: node.depth for node in tree.nodes()}`);
             a path missing from it gets its number of "/" separators, which is the same thing.
@@ -341,7 +344,7 @@ def final_drift_bar_figure(
 
     Args:
         drift: The drift frame of `DriftRecorder.frame()`.
-        kind: "weights" or "state".
+        kind: "weights", "state" or "effective_kernel" (LoRA layers).
         layer_order: Layer paths in model order; None keeps the frame's order.
 
     Returns:

@@ -1,4 +1,4 @@
-"""Reads the drift frame for the figures: kinds, columns, checks, layer order, the final table.
+"""Reads the drift frame for the figures: kinds, columns, checks, layer order, the final tables.
 
 The drift frame is the one of `DriftRecorder.frame()`. A layer counts as *frozen* here when it
 was effectively frozen at every recorded step (the `frozen` column is True on all its rows).
@@ -7,14 +7,15 @@ was effectively frozen at every recorded step (the `frozen` column is True on al
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 
-from models.drift import DRIFT_COLUMNS
+from models.drift import DRIFT_COLUMNS, DRIFT_KINDS, EFFECTIVE_KERNEL_KIND
 from models.tree import STATE_KIND, WEIGHTS_KIND
 
-KINDS = (WEIGHTS_KIND, STATE_KIND)
+KINDS = DRIFT_KINDS  # weights, state, and a LoRA layer's effective kernel
 # The drift records' columns, as the core writes them (one owner: models.drift).
 REQUIRED_DRIFT_COLUMNS = DRIFT_COLUMNS
 TABLE_COLUMNS = (
@@ -28,12 +29,27 @@ TABLE_COLUMNS = (
     "Unchanged (weights and state)",
     "Parameters",
 )
+LORA_TABLE_COLUMNS = (
+    "Layer path",
+    "Adapter",
+    "Frozen",
+    "Adapter parameters",
+    "Kernel parameters",
+    "Adapter / kernel",
+    "Effective kernel relative change",
+    "Effective kernel max abs change",
+)
 
 _RELATIVE_AXIS_TITLE = {
     WEIGHTS_KIND: "Relative change ‖W<sub>t</sub> − W<sub>0</sub>‖ / ‖W<sub>0</sub>‖",
     STATE_KIND: "Relative change of the moving statistics",
+    EFFECTIVE_KERNEL_KIND: "Relative change of kernel + (α/r)·a·b",
 }
-_KIND_WORDS = {WEIGHTS_KIND: "weights", STATE_KIND: "non-trainable state"}
+_KIND_WORDS = {
+    WEIGHTS_KIND: "weights",
+    STATE_KIND: "non-trainable state",
+    EFFECTIVE_KERNEL_KIND: "effective kernel (LoRA layers)",
+}
 
 
 # ----------------------------------------------------------------------------- input checks
@@ -149,7 +165,65 @@ def final_drift_table(
                 float(frame.at[path, "max_abs_change"]) if present else math.nan
             )
         record["Unchanged (weights and state)"] = bool(layer_rows["unchanged"].all())
-        record["Parameters"] = int(layer_rows["num_params"].sum())
+        own = layer_rows[layer_rows["kind"] != EFFECTIVE_KERNEL_KIND]  # computed, not stored
+        record["Parameters"] = int(own["num_params"].sum())
         records.append(record)
     table = pd.DataFrame.from_records(records, columns=list(TABLE_COLUMNS))
     return table.astype({"Frozen": bool, "Unchanged (weights and state)": bool, "Parameters": int})
+
+
+def lora_drift_table(
+    drift: pd.DataFrame | None,
+    adapters: Mapping[str, Any],
+    adapter_parameters: Mapping[str, int],
+    layer_order: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Summarises each LoRA layer at the last recorded step: how far its function moved, per size.
+
+    The effective kernel, `kernel + (alpha / rank) * a @ b`, is what the layer computes with;
+    its drift is set next to the adapters' own size, the price of that motion.
+
+    Args:
+        drift: The drift frame of `DriftRecorder.frame()` (effective-kernel rows included).
+        adapters: The run's adapters, path -> `models.lora.LoraSetting` (its `rank` and
+            `effective_alpha` are read).
+        adapter_parameters: Each adapter's parameters (`a` plus `b`), path -> count.
+        layer_order: Layer paths in model order; None keeps the frame's order.
+
+    Returns:
+        A DataFrame with the columns of `LORA_TABLE_COLUMNS`, one row per LoRA layer that has
+        effective-kernel records: "Adapter" ("r4 α8"), "Frozen" (adapters frozen throughout),
+        "Adapter / kernel" (the adapters' parameters over the kernel's, a fraction).
+
+    Example:
+    >>> lora_drift_table(run.drift, run.adapters, run.adapter_parameters).iloc[0]["Adapter"]
+    'r2 α2'
+    """
+    drift = _check_drift(drift)
+    rows = drift[drift["kind"] == EFFECTIVE_KERNEL_KIND]
+    if rows.empty:
+        return pd.DataFrame(columns=list(LORA_TABLE_COLUMNS))
+    frozen = _frozen_by_path(rows)
+    last = rows.sort_values("step", kind="stable").groupby("layer_path", sort=False).tail(1)
+    last = last.set_index("layer_path")
+    records = []
+    for path in _ordered_paths(last.index.tolist(), _check_layer_order(layer_order)):
+        setting = adapters.get(path)
+        kernel = int(last.at[path, "num_params"])
+        size = int(adapter_parameters.get(path, 0))
+        records.append(
+            {
+                "Layer path": path,
+                "Adapter": "" if setting is None else (
+                    f"r{setting.rank} α{setting.effective_alpha:g}"
+                ),
+                "Frozen": frozen[path],
+                "Adapter parameters": size,
+                "Kernel parameters": kernel,
+                "Adapter / kernel": size / kernel if kernel else math.nan,
+                "Effective kernel relative change": float(last.at[path, "relative_change"]),
+                "Effective kernel max abs change": float(last.at[path, "max_abs_change"]),
+            }
+        )  # fmt: skip
+    table = pd.DataFrame.from_records(records, columns=list(LORA_TABLE_COLUMNS))
+    return table.astype({"Frozen": bool, "Adapter parameters": int, "Kernel parameters": int})
