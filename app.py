@@ -25,6 +25,7 @@ from components.data_step import render_data_step  # noqa: E402
 from components.drift_step import render_drift  # noqa: E402
 from components.export_panel import render_export, render_share_link  # noqa: E402
 from components.freeze_step import render_bulk_actions, render_freeze_legend  # noqa: E402
+from components.layer_rates_panel import render_layer_rates_table  # noqa: E402
 from components.layer_tree import render_layer_tree  # noqa: E402
 from components.lessons import render_lessons  # noqa: E402
 from components.lora_panel import render_lora_panel  # noqa: E402
@@ -40,6 +41,7 @@ from components.train_step import (  # noqa: E402
 from models.applications import APPLICATION_ENTRIES  # noqa: E402
 from models.datasets import BUNDLED_DATASETS  # noqa: E402
 from models.keras_datasets import KERAS_DATASETS  # noqa: E402
+from models.layer_rates import layer_rates_frame  # noqa: E402
 from models.snapshot import RunSnapshot  # noqa: E402
 from models.transfer import describe_input_adaptation  # noqa: E402
 from models.upload_tables import csv_columns  # noqa: E402
@@ -67,6 +69,7 @@ def sidebar(workspace: Workspace, training: bool) -> None:
             workspace.dataset.title,
             workspace.base_path.rsplit("/", 1)[-1],
             workspace.tree.totals(),
+            workspace.base_path,
         ),
         defaults,
         training=training,
@@ -167,7 +170,10 @@ def data_tab(workspace: Workspace, training: bool) -> None:
 def train_tab(workspace: Workspace, training: bool) -> None:
     if workspace.latest_run is None:
         st.info("Press **▶ Train** in the sidebar. Progress and live curves appear here.")
+        layer_rates_preview(workspace)
         return
+    if not training:
+        layer_rates_preview(workspace)
 
     def view() -> None:
         snapshot = RunSnapshot.of(workspace.latest_run, include_drift=False)
@@ -175,6 +181,19 @@ def train_tab(workspace: Workspace, training: bool) -> None:
         rerun_when_ended(snapshot.run_id, snapshot.done)
 
     live_or_static(view, training, every=REFRESH_SECONDS)
+
+
+def layer_rates_preview(workspace: Workspace) -> None:
+    """The learning rate each layer will get with the chosen per-layer rates (if any)."""
+    chosen = state.get(state.CHOSEN_CONFIG)
+    if chosen is None or chosen.layer_rates is None:
+        return
+    try:
+        frame = layer_rates_frame(chosen.layer_rates, workspace.tree, chosen.learning_rate)
+    except ValueError as error:
+        st.warning(f"The per-layer learning rates do not fit this model: {error}")
+        return
+    render_layer_rates_table(frame, key="layer_rates_preview")
 
 
 def drift_tab(workspace: Workspace, training: bool) -> None:

@@ -9,6 +9,7 @@ from components.figures import (
     drift_lines_figure,
     final_drift_bar_figure,
     final_drift_table,
+    graded_motion_figure,
     lora_drift_table,
     state_drift_figure,
 )
@@ -81,6 +82,13 @@ def render_drift(run: RunSnapshot) -> None:
         state_drift_figure(drift, layer_order=order), width="stretch", key=f"{prefix}_state"
     )
     render_lora_drift(run)
+    if run.layer_multipliers:
+        st.subheader("Per-layer learning rates: graded motion")
+        st.plotly_chart(
+            graded_motion_figure(drift, run.layer_multipliers, layer_order=order),
+            width="stretch",
+            key=f"{prefix}_graded_motion",
+        )
     st.subheader("Final drift per layer")
     table = final_drift_table(drift, layer_order=order)
     st.dataframe(table, hide_index=True, width="stretch")

@@ -37,6 +37,7 @@ SAVED_RUN_IDS = "saved_run_ids"  # ids of this session's runs already saved to d
 PRESET = "preset"  # the instructor link's models.presets.Preset
 TRAINING_DEFAULTS = "training_defaults"  # TrainingConfig the settings start from
 CHOSEN_CONFIG = "chosen_config"  # the TrainingConfig the controls show in this run
+LAYER_RATES_SHOWN = "layer_rates_shown"  # the default LayerRates the rate controls last took
 WEIGHTS_MISSING = "weights_error"  # why ImageNet weights could not be had (offers random init)
 UPLOADED_MODEL = "uploaded_model"  # (file name, keras.Model) of the last model upload
 UPLOADED_INFO = "uploaded_info"  # what the model step shows of that upload

@@ -12,6 +12,7 @@ from components.drift_step import render_verification
 from components.figures import (
     training_curves_figure,
 )
+from components.layer_rates_panel import render_layer_rates_controls
 from components.state import Notice, escape_markdown, kept_widget, show, show_error
 from models.job import PhaseBoundary, RunEnding
 from models.limits import (
@@ -54,6 +55,7 @@ def render_training_controls(
     training: bool,
     validation_fraction: float,
     show_settings: bool = True,
+    base_path: str | None = None,
 ) -> TrainIntent:
     """Renders the training settings and the Start / Stop buttons.
 
@@ -62,6 +64,8 @@ def render_training_controls(
         training: Whether a run is in progress (Start disabled, Stop enabled).
         validation_fraction: From the data step.
         show_settings: False when an instructor's link hides the settings (defaults are used).
+        base_path: The base model's path, for the per-layer learning rates (its multiplier and
+            decay blocks); None offers decay over the model's default base only.
 
     Returns:
         A `TrainIntent`.
@@ -86,12 +90,17 @@ def render_training_controls(
         optimizer = right.selectbox(
             "Optimizer", optimizers, index=optimizers.index(defaults.optimizer), disabled=training
         )
+        layer_rates = render_layer_rates_controls(
+            defaults.layer_rates, base_path, disabled=training
+        )
     else:
         epochs, learning_rate = defaults.epochs, defaults.learning_rate
         batch_size, optimizer = defaults.batch_size, defaults.optimizer
+        layer_rates = defaults.layer_rates
         st.caption(
             f"Settings chosen by the instructor: {epochs} epochs, learning rate "
-            f"{learning_rate:g}, batch {batch_size}, {optimizer}."
+            f"{learning_rate:g}, batch {batch_size}, {optimizer}"
+            + ("." if layer_rates is None else f"; {layer_rates}.")
         )
     config: TrainingConfig | None
     try:
@@ -103,6 +112,7 @@ def render_training_controls(
             validation_fraction=float(validation_fraction),
             seed=defaults.seed,
             drift_every_batches=defaults.drift_every_batches,
+            layer_rates=layer_rates,
         )
     except (TypeError, ValueError) as error:
         st.error(str(error))
@@ -341,6 +351,7 @@ def render_run_panel(
             training=training,
             show_settings=show_settings,
             validation_fraction=validation_fraction,
+            base_path=summary.base_path,
         )
         choice = None
         if all_frozen_warning and not training:
@@ -356,3 +367,4 @@ class RunPanelSummary:
     dataset_title: str
     base_name: str
     counts: ParameterCounts
+    base_path: str | None = None

@@ -36,8 +36,8 @@ on TensorFlow and JAX, see tests/test_layer_rates.py):
 `layer_multipliers`, `variable_multipliers` and `layer_rates_frame` resolve it on a model's
 `LayerTree`, and `layer_rate_optimizer` builds the optimizer.
 
-The bounds below belong with the others in `models.limits` (moved there when that module is
-next edited).
+The bounds (`MULTIPLIER_RANGE`, `DECAY_FACTOR_RANGE`, `LAYERS_PER_BLOCK_RANGE` and the path
+limits) are owned by `models.limits` and re-exported here for the notebook.
 """
 
 from __future__ import annotations

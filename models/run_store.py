@@ -174,6 +174,7 @@ def _record_json(run: RunSnapshot, csv_name: str) -> dict[str, Any]:
             path: {**setting.to_dict(), "parameters": run.adapter_parameters.get(path, 0)}
             for path, setting in run.adapters.items()
         },
+        "layer_multipliers": dict(run.layer_multipliers),
         "drift_file": csv_name,
         "drift_columns": [str(column) for column in run.drift.columns],
         "drift_dtypes": [str(dtype) for dtype in run.drift.dtypes],
@@ -293,6 +294,10 @@ def _stored_run_from_json(data: Any, csv_text: str) -> RunSnapshot:
         adapter_parameters={
             str(path): int(adapter.get("parameters", 0))
             for path, adapter in data.get("adapters", {}).items()
+        },
+        layer_multipliers={
+            str(path): float(multiplier)
+            for path, multiplier in data.get("layer_multipliers", {}).items()
         },
     )
 

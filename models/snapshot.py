@@ -84,6 +84,8 @@ class RunSnapshot:
             while it trains.
         adapters: The LoRA adapters when it started, path -> `LoraSetting`.
         adapter_parameters: Each adapter's parameters (`a` plus `b`), path -> count.
+        layer_multipliers: With per-layer learning rates, each layer's multiplier (path ->
+            multiplier, the layers with weights); empty without them.
     """
 
     run_id: int
@@ -107,6 +109,7 @@ class RunSnapshot:
     ending: RunEnding | None = None
     adapters: Mapping[str, LoraSetting] = field(default_factory=dict)
     adapter_parameters: Mapping[str, int] = field(default_factory=dict)
+    layer_multipliers: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def display_name(self) -> str:
@@ -174,4 +177,5 @@ class RunSnapshot:
             ending=RunEnding.of(progress.state, bool(getattr(run, "orphaned", False))),
             adapters=dict(getattr(run, "adapters", {})),
             adapter_parameters=dict(getattr(run, "adapter_parameters", {})),
+            layer_multipliers=dict(getattr(run, "layer_multipliers", {})),
         )

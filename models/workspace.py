@@ -19,6 +19,7 @@ import numpy as np
 from models.datasets import ImageDataset
 from models.export import run_config
 from models.job import Job, RunEnding
+from models.layer_rates import layer_rates_frame
 from models.lora import (
     LORA_TARGETS,
     LORA_VARIABLE_NAMES,
@@ -51,6 +52,9 @@ class Run:
         frozen_paths: The freeze plan (paths whose flag is False) when the run started.
         adapters: The LoRA adapters (path -> `LoraSetting`) when the run started.
         adapter_parameters: Each adapter's parameters (`a` plus `b`), path -> count.
+        layer_multipliers: With per-layer learning rates (`config.layer_rates`), each layer's
+            multiplier (`models.layer_rates.layer_multipliers`) for the layers with weights;
+            empty without them.
         counts: Trainable / non-trainable parameters when the run started.
         job: Its job, a `TrainingJob` or a `ScheduledJob`, read through the `Job` protocol.
         layer_order: Node paths in model order, for charts.
@@ -70,6 +74,7 @@ class Run:
     orphaned: bool = False
     adapters: dict[str, LoraSetting] = field(default_factory=dict)
     adapter_parameters: dict[str, int] = field(default_factory=dict)
+    layer_multipliers: dict[str, float] = field(default_factory=dict)
 
     @property
     def ending(self) -> RunEnding | None:
@@ -416,6 +421,13 @@ class Workspace:
             run = self._add_run(job, job.config, name=" → ".join(phase.name for phase in phases))
         return self._train(run, background)
 
+    def _layer_multipliers(self, config: TrainingConfig) -> dict[str, float]:
+        """Each layer-with-weights' learning-rate multiplier under `config` (empty: none)."""
+        if config.layer_rates is None:
+            return {}
+        frame = layer_rates_frame(config.layer_rates, self.tree, config.learning_rate)
+        return dict(zip(frame["path"], frame["multiplier"].astype(float), strict=True))
+
     def _add_run(self, job: Job, config: TrainingConfig, name: str = "") -> Run:
         """Records a new run of `job` with the current plan (call with the lock held)."""
         nodes = self.tree.nodes()
@@ -436,6 +448,7 @@ class Workspace:
                 for node in nodes
                 if node.lora_rank is not None
             },
+            layer_multipliers=self._layer_multipliers(config),
         )
         self.runs.append(run)
         del self.runs[:-MAX_RUNS_KEPT]

@@ -3,7 +3,6 @@
 import json
 
 import numpy as np
-
 from streamlit.testing.v1 import AppTest
 
 from tests.app_helpers import open_tab

@@ -28,6 +28,7 @@ def test_validation_split_survives_other_tabs_and_reaches_training(app):
     run = app.session_state["workspace"].latest_run
     assert run.config.validation_fraction == 0.5
     app.session_state["workspace"].stop()
+    run.job.wait(timeout=120)  # no training thread outlives the test (TensorFlow aborts at exit)
     open_tab(app, "3 · Data")
     assert app.slider(key="validation_fraction").value == 0.5
 

@@ -14,6 +14,7 @@ Modules:
 - `drift`: drift lines, BatchNorm state lines, the heatmap and the final bars.
 - `training`: the training curves.
 - `comparison`: several runs' curves and final drift compared.
+- `rates`: per-layer learning rates and the graded motion they produce.
 
 Example:
 >>> from components.figures import drift_lines_figure, training_curves_figure
@@ -50,6 +51,7 @@ from components.figures.layout import (
     TRAINABLE_PALETTE,
     VALIDATION_COLOR,
 )
+from components.figures.rates import graded_motion_figure, layer_rates_figure
 from components.figures.training import training_curves_figure
 
 __all__ = [
@@ -73,6 +75,8 @@ __all__ = [
     "drift_lines_figure",
     "final_drift_bar_figure",
     "final_drift_table",
+    "graded_motion_figure",
+    "layer_rates_figure",
     "lora_drift_table",
     "state_drift_figure",
     "training_curves_figure",
