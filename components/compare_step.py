@@ -15,6 +15,7 @@ from components.figures import (
 from models.snapshot import RunSnapshot
 
 MAX_COMPARED = 4
+PRETRAINING_COLUMN = "Digits 0-4 accuracy after (forgetting)"
 
 
 def _last(history: Mapping[str, Sequence[float]], key: str) -> float | None:
@@ -23,7 +24,11 @@ def _last(history: Mapping[str, Sequence[float]], key: str) -> float | None:
 
 
 def comparison_table(runs: Sequence[RunSnapshot]) -> pd.DataFrame:
-    """One row per run: settings, freeze plan size, parameter counts, final metrics, proof.
+    """One row per run: settings, levers, parameter counts, speed, final metrics, forgetting, proof.
+
+    The levers are the freeze plan (its size), LoRA adapters and per-layer learning rates;
+    "forgetting" is a bundled base's accuracy on the digits 0-4 it was pretrained on, measured
+    with its original classifier after the run (`models.forgetting`; empty for other bases).
 
     Args:
         runs: Snapshots of the runs to compare.
@@ -46,12 +51,18 @@ def comparison_table(runs: Sequence[RunSnapshot]) -> pd.DataFrame:
                 "Learning rate": run.settings.learning_rate,
                 "Optimizer": run.settings.optimizer,
                 "Frozen flags": len(run.frozen_paths),
+                "LoRA adapters": len(run.adapters),
+                "Per-layer rates": (
+                    "" if run.settings.layer_rates is None else str(run.settings.layer_rates)
+                ),
                 "Trainable params": run.counts.trainable,
                 "Total params": run.counts.total,
+                "Seconds per epoch": run.seconds_per_epoch,
                 "Train loss": _last(history, "loss"),
                 "Train accuracy": _last(history, "accuracy"),
                 "Validation loss": _last(history, "val_loss"),
                 "Validation accuracy": _last(history, "val_accuracy"),
+                PRETRAINING_COLUMN: run.pretraining_accuracy,
                 "State": run.state.value if run.ending is None else run.ending.value,
                 "Frozen layers unchanged": (
                     None if run.verification is None else run.verification.all_unchanged
@@ -112,6 +123,13 @@ def render_comparison(runs: Sequence[RunSnapshot], *, disabled: bool) -> dict[in
     selected = [by_id[run_id] for run_id in chosen if run_id in by_id]
     if not selected:
         return renames
+    st.caption(
+        "Four levers on the same task: freeze the base (step 2, *Freeze base*), LoRA adapters "
+        "on a frozen base (step 2, the *+ LoRA* chips or recipes), full fine-tuning (nothing "
+        "frozen, a low learning rate) and layer-wise decay (step 4, *Per-layer learning "
+        "rates*). On a bundled base, the last column is how well the base still reads the "
+        "digits 0-4 it was pretrained on, with its original classifier: what it forgot."
+    )
     st.dataframe(comparison_table(selected), hide_index=True, width="stretch")
     histories = {run.display_name: run.history for run in selected}
     st.plotly_chart(comparison_curves_figure(histories), width="stretch", key="compare_curves")

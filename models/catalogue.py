@@ -12,11 +12,17 @@ from typing import Any
 import keras
 
 from models.applications import APPLICATIONS, application_template
-from models.bundled import BUNDLED_MODEL_PATH, load_bundled_base, load_bundled_metadata
+from models.bundled import (
+    BUNDLED_MODEL_PATH,
+    load_bundled_base,
+    load_bundled_metadata,
+    load_bundled_model,
+)
 from models.bundled_attention import (
     ATTENTION_MODEL_PATH,
     load_attention_base,
     load_attention_metadata,
+    load_attention_model,
 )
 from models.download import ProgressCallback
 from models.template import (
@@ -54,6 +60,7 @@ class _BundledEntry:
     model_path: Path
     load_base: Callable[[], keras.Model]
     load_metadata: Callable[[], dict[str, Any]]
+    load_model: Callable[[], keras.Model]
 
 
 _BUNDLED: Mapping[str, _BundledEntry] = MappingProxyType(
@@ -69,6 +76,7 @@ _BUNDLED: Mapping[str, _BundledEntry] = MappingProxyType(
             model_path=BUNDLED_MODEL_PATH,
             load_base=load_bundled_base,
             load_metadata=load_bundled_metadata,
+            load_model=load_bundled_model,
         ),
         BUNDLED_ATTENTION_KEY: _BundledEntry(
             title="Bundled digits attention",
@@ -85,6 +93,7 @@ _BUNDLED: Mapping[str, _BundledEntry] = MappingProxyType(
             model_path=ATTENTION_MODEL_PATH,
             load_base=load_attention_base,
             load_metadata=load_attention_metadata,
+            load_model=load_attention_model,
         ),
     }
 )
@@ -124,6 +133,25 @@ def bundled_model_path(key: str = BUNDLED_MODEL_KEY) -> Path:
     'bundled_digits_attention.keras'
     """
     return _bundled_entry(key).model_path
+
+
+def load_pretrained_model(key: str = BUNDLED_MODEL_KEY) -> keras.Model:
+    """Loads a bundled model whole: its base and the classifier it was pretrained with.
+
+    Args:
+        key: One of `BUNDLED_MODEL_KEYS`.
+
+    Returns:
+        A new, uncompiled model (base "feature_extractor", head "classifier", digits 0-4).
+
+    Raises:
+        ValueError: For a key that names no bundled model.
+
+    Example:
+    >>> load_pretrained_model().get_layer("classifier").units
+    5
+    """
+    return _bundled_entry(key).load_model()
 
 
 def bundled_template(key: str = BUNDLED_MODEL_KEY) -> ModelTemplate:

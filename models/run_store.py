@@ -175,6 +175,7 @@ def _record_json(run: RunSnapshot, csv_name: str) -> dict[str, Any]:
             for path, setting in run.adapters.items()
         },
         "layer_multipliers": dict(run.layer_multipliers),
+        "pretraining_accuracy": run.pretraining_accuracy,
         "drift_file": csv_name,
         "drift_columns": [str(column) for column in run.drift.columns],
         "drift_dtypes": [str(dtype) for dtype in run.drift.dtypes],
@@ -227,6 +228,10 @@ def _settings_from_json(data: dict[str, Any]) -> TrainingConfig:
         names = TrainingConfig.__dataclass_fields__
         stored = {key: value for key, value in training.items() if key in names}
     return TrainingConfig(**stored)
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _stored_run_from_json(data: Any, csv_text: str) -> RunSnapshot:
@@ -299,6 +304,7 @@ def _stored_run_from_json(data: Any, csv_text: str) -> RunSnapshot:
             str(path): float(multiplier)
             for path, multiplier in data.get("layer_multipliers", {}).items()
         },
+        pretraining_accuracy=_optional_float(data.get("pretraining_accuracy")),
     )
 
 

@@ -86,6 +86,8 @@ class RunSnapshot:
         adapter_parameters: Each adapter's parameters (`a` plus `b`), path -> count.
         layer_multipliers: With per-layer learning rates, each layer's multiplier (path ->
             multiplier, the layers with weights); empty without them.
+        pretraining_accuracy: A bundled base's accuracy on its pretraining task (digits 0-4)
+            after the run (`models.forgetting`); None for other bases or while it trains.
     """
 
     run_id: int
@@ -110,6 +112,7 @@ class RunSnapshot:
     adapters: Mapping[str, LoraSetting] = field(default_factory=dict)
     adapter_parameters: Mapping[str, int] = field(default_factory=dict)
     layer_multipliers: Mapping[str, float] = field(default_factory=dict)
+    pretraining_accuracy: float | None = None
 
     @property
     def display_name(self) -> str:
@@ -120,6 +123,12 @@ class RunSnapshot:
     def done(self) -> bool:
         """Whether the run has ended (finished, cancelled or failed)."""
         return self.progress.done
+
+    @property
+    def seconds_per_epoch(self) -> float | None:
+        """Training time per finished epoch (None before the first one ends)."""
+        epochs = self.progress.epoch
+        return self.progress.elapsed_seconds / epochs if epochs else None
 
     @property
     def state(self) -> JobState:
@@ -178,4 +187,5 @@ class RunSnapshot:
             adapters=dict(getattr(run, "adapters", {})),
             adapter_parameters=dict(getattr(run, "adapter_parameters", {})),
             layer_multipliers=dict(getattr(run, "layer_multipliers", {})),
+            pretraining_accuracy=getattr(run, "pretraining_accuracy", None),
         )

@@ -18,6 +18,7 @@ import numpy as np
 
 from models.datasets import ImageDataset
 from models.export import run_config
+from models.forgetting import pretraining_task_accuracy
 from models.job import Job, RunEnding
 from models.layer_rates import layer_rates_frame
 from models.lora import (
@@ -55,6 +56,9 @@ class Run:
         layer_multipliers: With per-layer learning rates (`config.layer_rates`), each layer's
             multiplier (`models.layer_rates.layer_multipliers`) for the layers with weights;
             empty without them.
+        pretraining_accuracy: For a bundled base, its accuracy on the task it was pretrained
+            on (digits 0-4) with its original classifier, measured when the run ended: how
+            much it forgot (`models.forgetting`); None for other bases or while it trains.
         counts: Trainable / non-trainable parameters when the run started.
         job: Its job, a `TrainingJob` or a `ScheduledJob`, read through the `Job` protocol.
         layer_order: Node paths in model order, for charts.
@@ -75,6 +79,7 @@ class Run:
     adapters: dict[str, LoraSetting] = field(default_factory=dict)
     adapter_parameters: dict[str, int] = field(default_factory=dict)
     layer_multipliers: dict[str, float] = field(default_factory=dict)
+    pretraining_accuracy: float | None = None
 
     @property
     def ending(self) -> RunEnding | None:
@@ -473,6 +478,9 @@ class Workspace:
             self._run_listeners.append(listener)
 
     def _run_ended(self, run: Run) -> None:
+        if run.job.progress().state is not JobState.FAILED:
+            base = self.tree.layer(self.base_path)
+            run.pretraining_accuracy = pretraining_task_accuracy(self.template.key, base)
         with self._lock:
             listeners = list(self._run_listeners)
         for listener in listeners:

@@ -3,13 +3,19 @@
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from streamlit.testing.v1 import AppTest
 
+from components.compare_step import PRETRAINING_COLUMN
 from components.figures import (
     COMPARISON_PALETTE,
     comparison_curves_figure,
     comparison_drift_figure,
 )
+from models.catalogue import load_pretrained_model
+from models.datasets import load_bundled_dataset
+from models.layer_rates import LayerRates
+from models.lora import LoraSetting, copy_weights_merging_adapters
 from models.training import TrainingConfig
 from tests.app_helpers import open_tab
 
@@ -88,3 +94,47 @@ def test_compare_tab_shows_two_runs_side_by_side():
     at.text_input(key="run_name_1").set_value("frozen base").run()
     renamed = next(f.value for f in at.dataframe if "Run" in f.value.columns)
     assert renamed["Run"].iloc[0] == "frozen base"
+
+
+def keras_pretraining_accuracy(base) -> float:
+    """Independent reference: the bundled model whole, its base replaced, scored by Keras."""
+    reference = load_pretrained_model()
+    target = reference.get_layer("feature_extractor")
+    for layer in base.layers:  # each layer's own variables, LoRA adapters merged
+        copy_weights_merging_adapters(layer, target.get_layer(layer.name))
+    data = load_bundled_dataset("digits_0_4")
+    reference.compile(metrics=["accuracy"], loss="sparse_categorical_crossentropy")
+    return float(reference.evaluate(data.x, data.y, verbose=0, return_dict=True)["accuracy"])
+
+
+def test_the_four_levers_compare_with_speed_and_forgetting_measured_like_keras():
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    workspace = at.session_state["workspace"]
+    base_path = workspace.base_path
+    levers = []
+    workspace.bulk_action("freeze_base")
+    levers.append(TrainingConfig(epochs=2, learning_rate=1e-2))
+    workspace.start_run(levers[-1], background=False)
+    forgetting = [keras_pretraining_accuracy(workspace.tree.layer(base_path))]
+    convolutions = [p for p in workspace.tree.base_layer_paths(base_path) if "conv" in p]
+    workspace.set_lora(dict.fromkeys(convolutions, LoraSetting(2)))
+    workspace.bulk_action("unfreeze_all")  # FreezeLab keeps the LoRA kernels frozen
+    workspace.start_run(levers[-1], background=False)
+    forgetting.append(keras_pretraining_accuracy(workspace.tree.layer(base_path)))
+    rates = LayerRates(decay_factor=0.1, layers_per_block=2, base_path=base_path)
+    workspace.set_lora({})
+    decayed = TrainingConfig(epochs=2, learning_rate=1e-2, layer_rates=rates)
+    workspace.start_run(decayed, background=False)
+    forgetting.append(keras_pretraining_accuracy(workspace.tree.layer(base_path)))
+    open_tab(at, "Compare runs")
+    assert not at.exception, [e.value for e in at.exception]
+    compared = next(frame.value for frame in at.dataframe if "Run" in frame.value.columns)
+    assert compared["LoRA adapters"].tolist() == [0, len(convolutions), 0]
+    assert compared["Per-layer rates"].tolist()[:2] == ["", ""]
+    assert "decay x0.1" in compared["Per-layer rates"].iloc[2]
+    assert compared["Seconds per epoch"].gt(0).all()
+    measured = compared[PRETRAINING_COLUMN].tolist()
+    assert measured == pytest.approx(forgetting, abs=1e-6)
+    assert measured[0] == 1.0  # a frozen base forgets nothing: its features are the same
+    counts = [run.counts for run in workspace.runs]
+    assert compared["Trainable params"].tolist() == [count.trainable for count in counts]

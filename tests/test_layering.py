@@ -27,7 +27,7 @@ CORE = {
 }  # fmt: skip
 SOURCES = {
     "models.application_entries", "models.applications", "models.bundled",
-    "models.bundled_attention", "models.catalogue",
+    "models.bundled_attention", "models.catalogue", "models.forgetting",
     "models.checks", "models.datasets", "models.dense_base", "models.download",
     "models.keras_datasets", "models.template", "models.upload_images", "models.upload_model",
     "models.upload_tables",

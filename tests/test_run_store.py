@@ -110,6 +110,7 @@ def test_round_trip_of_a_real_run_keeps_every_value(tmp_path, finished_run):
     assert loaded.adapters == {"transfer_model/classifier": LoraSetting(2, alpha=4)}
     assert loaded.adapter_parameters == {"transfer_model/classifier": 32 * 2 + 2 * 5}
     assert set(loaded.drift.kind) == {"weights", "state", "effective_kernel"}
+    assert loaded.pretraining_accuracy == run.pretraining_accuracy == 1.0  # the base was frozen
 
 
 def test_round_trip_keeps_nan_infinity_and_dtypes(tmp_path):
