@@ -27,6 +27,7 @@ BENCHMARKS = (
     "drift_memory",
     "demo_end_to_end",
     "many_sessions",
+    "levers",
 )
 REPORT_PATH = Path(__file__).resolve().with_name("report.json")
 TIMEOUT_SECONDS = 600
