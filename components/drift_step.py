@@ -13,11 +13,13 @@ from components.figures import (
     lora_drift_table,
     state_drift_figure,
 )
+from components.state import escape_markdown
 from models.drift import EFFECTIVE_KERNEL_KIND, VerificationResult
 from models.export import download_file_name, drift_csv_bytes
 from models.snapshot import RunSnapshot, VerificationSummary
 
 MAX_LINE_LAYERS = 40
+MAX_LORA_LINES = 6  # LoRA layers summarised in words; the table lists every one
 
 
 def render_verification(result: VerificationResult | VerificationSummary) -> None:
@@ -114,6 +116,14 @@ def render_lora_drift(run: RunSnapshot) -> None:
         "bitwise above); the adapters a and b train. The effective kernel's drift is how far "
         "the layer's function moved, next to what the adapters cost."
     )
+    for row in table.head(MAX_LORA_LINES).to_dict("records"):
+        frozen = " (frozen: adapters too)" if row["Frozen"] else ""
+        st.markdown(
+            f"**{escape_markdown(row['Layer path'])}** ({row['Adapter']}){frozen}: the "
+            f"effective kernel moved **{row['Effective kernel relative change']:.2%}** of its "
+            f"norm; its adapters hold {row['Adapter parameters']:,} parameters, "
+            f"{row['Adapter / kernel']:.0%} of its kernel's {row['Kernel parameters']:,}."
+        )
     st.dataframe(
         table,
         hide_index=True,

@@ -113,3 +113,5 @@ def test_after_a_lora_run_the_drift_step_shows_each_effective_kernel_next_to_its
     drift = workspace.latest_run.job.drift_frame()
     final = drift[(drift.layer_path == f"{BASE}/conv3") & (drift.kind == "effective_kernel")]
     assert row["Effective kernel relative change"] == final.relative_change.iloc[-1]
+    words = f"the effective kernel moved **{final.relative_change.iloc[-1]:.2%}** of its norm"
+    assert any(words in text.value for text in at.markdown)

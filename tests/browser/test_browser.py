@@ -443,4 +443,12 @@ def test_a_lora_chip_adapts_a_layer_and_the_proof_checks_its_kernel(page: Page, 
     expect(page.get_by_text("Finished 1 epoch(s).")).to_be_visible(timeout=120_000)
     go(page, "5 · Drift")
     proof = "All 1 frozen layer and 1 LoRA kernel are bitwise unchanged."
-    expect(page.get_by_role("tabpanel", name="5 · Drift").get_by_text(proof)).to_be_visible()
+    drift_panel = page.get_by_role("tabpanel", name="5 · Drift")
+    expect(drift_panel.get_by_text(proof)).to_be_visible()
+    # The effective kernel's drift, next to the adapters' size (Keras's own variables' sizes).
+    conv2 = tree.layer(f"{BASE}/conv2")
+    adapters = sum(math.prod(v.shape) for v in (conv2.lora_kernel_a, conv2.lora_kernel_b))
+    line = drift_panel.get_by_text(f"{BASE}/conv2 (r4 α4): the effective kernel moved")
+    expect(line).to_contain_text(f"its adapters hold {adapters:,} parameters")
+    moved = re.search(r"moved ([0-9.]+)% of its norm", line.inner_text())
+    assert moved is not None and float(moved.group(1)) > 0, line.inner_text()
