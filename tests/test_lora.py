@@ -153,8 +153,12 @@ def check_against_keras(tree: LayerTree, model: keras.Model) -> None:
             weights=None, input_shape=(32, 32, 3), classes=4, alpha=0.35
         ),
         lambda: keras.applications.EfficientNetB0(weights=None, input_shape=(32, 32, 3), classes=4),
+        lambda: Workspace(bundled_template(), load_bundled_dataset("digits_5_9")).model,
+        lambda: Workspace(
+            bundled_template("bundled_digits_attention"), load_bundled_dataset("digits_5_9")
+        ).model,
     ],
-    ids=["MobileNetV2", "EfficientNetB0"],
+    ids=["MobileNetV2", "EfficientNetB0", "bundled CNN", "bundled attention"],
 )
 def test_counts_equal_keras_for_random_plans_mixing_frozen_trainable_and_lora(builder):
     for index in range(3):
