@@ -49,6 +49,7 @@ _STATUS_ICONS = {
 _CHART_TITLES = {
     "weights": "Weights drift per layer (grey dashed = frozen, should stay at 0)",
     "state": "BatchNorm moving statistics drift per layer",
+    "effective_kernel": "LoRA layers' effective kernel (kernel + scale · a @ b) drift per layer",
 }
 
 

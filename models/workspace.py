@@ -235,7 +235,12 @@ class Workspace:
     # ---------------------------------------------------------------------------- LoRA
     def lora_plan(self) -> dict[str, LoraSetting]:
         """The layers with a LoRA adapter now: path -> `LoraSetting`, in model order."""
-        return {self.tree.path_of(layer): lora_setting(layer) for layer in lora_layers(self.model)}
+        adapted = {id(layer) for layer in lora_layers(self.model)}
+        return {
+            path: lora_setting(self.tree.layer(path))
+            for path in self.tree.paths()
+            if id(self.tree.layer(path)) in adapted
+        }
 
     def set_lora(self, adapters: Mapping[str, LoraSetting | None]) -> None:
         """Makes the model's LoRA adapters exactly `adapters`; the freeze plan is kept.

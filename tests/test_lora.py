@@ -154,9 +154,11 @@ def check_against_keras(tree: LayerTree, model: keras.Model) -> None:
         ),
         lambda: keras.applications.EfficientNetB0(weights=None, input_shape=(32, 32, 3), classes=4),
         lambda: Workspace(bundled_template(), load_bundled_dataset("digits_5_9")).model,
-        lambda: Workspace(
-            bundled_template("bundled_digits_attention"), load_bundled_dataset("digits_5_9")
-        ).model,
+        lambda: (
+            Workspace(
+                bundled_template("bundled_digits_attention"), load_bundled_dataset("digits_5_9")
+            ).model
+        ),
     ],
     ids=["MobileNetV2", "EfficientNetB0", "bundled CNN", "bundled attention"],
 )

@@ -1,4 +1,5 @@
-"""Pitfalls 5-7 (shared layer, save and load, custom loop) on JAX, each against direct Keras.
+"""Pitfalls 5-7 (shared layer, save and load, custom loop) and 9-11 (LoRA) on JAX, each against
+direct Keras.
 
 Keras picks its backend once per process from `KERAS_BACKEND`, so the lab and the direct
 measurements run together in one JAX subprocess (as in tests/test_backends.py); this process
@@ -24,6 +25,9 @@ from models.pitfalls.save_and_load import ROUTE_LABELS
 # The same direct Keras measurements as the TensorFlow tests, run here on JAX.
 from tests.test_pitfalls import direct_routes as _direct_routes
 from tests.test_pitfalls import direct_shared_layer, small_data, small_model
+from tests.test_pitfalls_lora import direct_reload as _direct_reload
+from tests.test_pitfalls_lora import direct_small_cnn_counts, direct_unfreeze
+from models.pitfalls import task_split
 
 x, y = small_data()
 
@@ -64,6 +68,26 @@ def direct_custom_loop(all_weights):
     return not np.array_equal(kernel, model.get_layer("shared").kernel.numpy())
 
 
+def direct_reload():
+    # The loaded LoRA model's gradient with respect to its adapters, with jax.grad.
+    loaded, adapters, facts = _direct_reload(Path(tempfile.mkdtemp()))
+    x, y, _, _ = task_split(0)
+    trainable, non_trainable = loaded.trainable_variables, loaded.non_trainable_variables
+    loss_function = keras.losses.SparseCategoricalCrossentropy()
+
+    def loss(values):
+        state = [v.value for v in non_trainable]
+        predictions, _ = loaded.stateless_call(values, state, x[:64], training=True)
+        return loss_function(y[:64], predictions)
+
+    gradients = jax.grad(loss)([v.value for v in trainable])
+    ids = {id(v) for v in adapters}
+    chosen = [g for v, g in zip(trainable, gradients) if id(v) in ids]
+    facts["adapters_differentiated"] = len(chosen)
+    facts["zero_gradients"] = all(not np.any(np.asarray(g)) for g in chosen)
+    return facts
+
+
 def variant_report(variant):
     return {
         "label": variant.label,
@@ -72,6 +96,12 @@ def variant_report(variant):
         "numbers": variant.numbers,
         "all_unchanged": variant.verification.all_unchanged,
         "checked": [check.path for check in variant.verification.checks],
+        "lora_checks": [
+            [check.path, check.unchanged]
+            for check in variant.verification.checks
+            if check.lora_kernel
+        ],
+        "kinds": sorted(set(variant.drift["kind"])),
         "drift_rows": len(variant.drift),
         "layer_order_ok": set(variant.drift["layer_path"]) <= set(variant.layer_order),
     }
@@ -81,7 +111,14 @@ report = {
     "backend": keras.backend.backend(),
     "head_params": pretrained_base().output_shape[-1] * 5 + 5,
 }
-for key in ("shared_layer", "save_and_load", "custom_loop"):
+for key in (
+    "shared_layer",
+    "save_and_load",
+    "custom_loop",
+    "lora_parent_unfreeze",
+    "lora_save_reload",
+    "lora_small_cnn",
+):
     result = run_pitfall(key, seed=0)
     report[key] = {
         "environment": result.environment.backend,
@@ -94,6 +131,9 @@ report["direct_custom_loop"] = {
     "all": direct_custom_loop(all_weights=True),
     "trainable": direct_custom_loop(all_weights=False),
 }
+report["direct_unfreeze"] = direct_unfreeze()
+report["direct_reload"] = direct_reload()
+report["direct_small_cnn"] = direct_small_cnn_counts()
 model = build_lab_model(0)
 model.get_layer("feature_extractor").trainable = False
 states = [w for w in model.weights if w.path.endswith(("moving_mean", "moving_variance"))]
@@ -163,3 +203,60 @@ def test_custom_loop_on_jax_matches_a_direct_stateless_loop(jax_report):
     counts = jax_report["counts"]
     assert wrong["numbers"]["Variables differentiated"] == counts["weights_without_state"]
     assert right["numbers"]["Variables differentiated"] == counts["trainable"]
+
+
+# ------------------------------------------------------------------------------- LoRA (9-11)
+def test_lora_parent_unfreeze_on_jax_matches_direct_keras(jax_report):
+    result, direct = jax_report["lora_parent_unfreeze"], jax_report["direct_unfreeze"]
+    check_common(result)
+    wrong, right, by_hand = result["variants"]
+    assert wrong["numbers"]["Trainable params (Keras)"] == direct["unfrozen"]
+    assert wrong["numbers"]["`trainable = True` on a trainable base"] == direct["unchanged_true"]
+    reenabled = sum(direct["kernels_after_unfreeze"])
+    assert wrong["numbers"]["LoRA kernels that moved"] == reenabled
+    assert sum(not unchanged for _, unchanged in wrong["lora_checks"]) == reenabled
+    assert (wrong["status"] == "problem") == (
+        reenabled > 0 or direct["unfrozen"] > direct["budget"]
+    )
+    for variant in (right, by_hand):
+        assert variant["numbers"]["Trainable params (Keras)"] == direct["budget"]
+        assert variant["numbers"]["Trainable params (Keras)"] == direct["repaired"]
+        assert variant["status"] == "fine" and variant["all_unchanged"]
+        assert len(variant["lora_checks"]) == 3
+        assert variant["numbers"]["Adapters that moved"] == 6
+    still = sum(direct["kernels_after_folklore"])
+    assert f"after it {still} of 3 kernels were still trainable" in by_hand["verdict"]
+
+
+def test_lora_save_reload_on_jax_matches_a_direct_jax_grad(jax_report):
+    result, direct = jax_report["lora_save_reload"], jax_report["direct_reload"]
+    check_common(result)
+    wrong, right = result["variants"]
+    assert direct["trained_b"] > 0 and all(direct["lora_enabled"])
+    assert direct["adapters_differentiated"] == 6
+    assert wrong["numbers"]["Adapters after loading"] == direct["adapters_max"]
+    assert wrong["numbers"]["Prediction change after loading"] == direct["prediction_change"]
+    assert wrong["numbers"]["Trainable params (Keras)"] == direct["params"]
+    assert (wrong["numbers"]["Adapters that moved"] == 0) == direct["zero_gradients"]
+    if direct["zero_gradients"]:
+        assert wrong["numbers"]["Trainable params that moved"] == direct["head_params"]
+    assert (wrong["status"] == "problem") == direct["zero_gradients"]
+    assert right["status"] == "fine" and right["all_unchanged"]
+    assert right["numbers"]["Adapters that moved"] == 6
+    assert right["numbers"]["Prediction change after loading"] == 0
+    assert "effective_kernel" in right["kinds"]
+
+
+def test_lora_small_cnn_on_jax_counts_what_keras_counts(jax_report):
+    result, direct = jax_report["lora_small_cnn"], jax_report["direct_small_cnn"]
+    check_common(result)
+    lora, head, full = result["variants"]
+    assert lora["numbers"]["Trainable params (Keras)"] == direct["lora"]
+    assert head["numbers"]["Trainable params (Keras)"] == direct["head"]
+    assert full["numbers"]["Trainable params (Keras)"] == direct["full"]
+    share = direct["lora"] / direct["full"]
+    assert abs(lora["numbers"]["Share of full fine-tuning"] - share) < 1e-12
+    assert head["status"] == "fine" and head["all_unchanged"]
+    assert head["numbers"]["Digits 0-4 still recognised"] == 1.0
+    assert lora["all_unchanged"] and len(lora["lora_checks"]) == 3
+    assert all(variant["numbers"]["Seconds per epoch"] > 0 for variant in result["variants"])

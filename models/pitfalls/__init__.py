@@ -24,8 +24,14 @@ One owner for each thing:
 - `stale_compile`, `batch_norm`, `early_fine_tuning` (with `two_phase_fine_tune`),
   `child_under_frozen_parent`, `shared_layer` (one base under two models), `save_and_load`
   (which flags survive `.keras`, `load_weights`, `clone_model`, `from_config`; with
-  `measure_routes`), `custom_loop` (a `GradientTape` / `jax.grad` loop over `model.weights`):
-  one experiment each, its texts and its runs.
+  `measure_routes`), `custom_loop` (a `GradientTape` / `jax.grad` loop over `model.weights`),
+  `training_false`, and three LoRA traps: `lora_parent_unfreeze` (`trainable = True` on a
+  parent re-enables the LoRA kernels), `lora_save_reload` (a `.keras` file keeps the merged
+  kernel, and the loaded adapters are zero and never move), `lora_small_cnn` (LoRA against
+  head-only and full fine-tuning on the small bundled CNN): one experiment each, its texts and
+  its runs.
+- `lora_lab`: the lab model with LoRA adapters on the base's convs, and LoRA's counts and
+  checks shared by the three LoRA experiments.
 - `lab`: the registry `PITFALLS` in order and `run_pitfall`.
 
 Example:

@@ -6,7 +6,8 @@ puts them in the lab's order and checks the request.
 Example:
 >>> list(PITFALLS)
 ['stale_compile', 'batch_norm', 'early_fine_tuning', 'child_under_frozen_parent', 'shared_layer',
- 'save_and_load', 'custom_loop', 'training_false']
+ 'save_and_load', 'custom_loop', 'training_false', 'lora_parent_unfreeze', 'lora_save_reload',
+ 'lora_small_cnn']
 >>> run_pitfall("batch_norm").right.verification.all_unchanged
 True
 """
@@ -23,6 +24,9 @@ from models.pitfalls import (
     child_under_frozen_parent,
     custom_loop,
     early_fine_tuning,
+    lora_parent_unfreeze,
+    lora_save_reload,
+    lora_small_cnn,
     save_and_load,
     shared_layer,
     stale_compile,
@@ -40,6 +44,9 @@ _EXPERIMENTS = (
     save_and_load,
     custom_loop,
     training_false,
+    lora_parent_unfreeze,
+    lora_save_reload,
+    lora_small_cnn,
 )
 
 PITFALLS: Mapping[str, Pitfall] = MappingProxyType(
@@ -60,11 +67,13 @@ def run_pitfall(key: str, seed: int = 0) -> PitfallResult:
     Args:
         key: One of `PITFALLS`: "stale_compile", "batch_norm", "early_fine_tuning",
             "child_under_frozen_parent", "shared_layer", "save_and_load", "custom_loop"
-            (TensorFlow and JAX only).
+            (TensorFlow and JAX only), "training_false", "lora_parent_unfreeze",
+            "lora_save_reload", "lora_small_cnn".
         seed: Seed of the head's weights, the data split and the batch order.
 
     Returns:
-        A `PitfallResult`: `.wrong`, `.right` and `.extra` variants with verdicts and drift.
+        A `PitfallResult`: `.wrong`, `.right` and `.extra` variants with verdicts and drift
+        (for "lora_small_cnn": LoRA, head only, then full fine-tuning).
 
     Raises:
         ValueError: For an unknown key or a negative seed, or "custom_loop" on a backend

@@ -83,7 +83,8 @@ class VariantResult:
         drift: The drift frame of `DriftRecorder.frame()`.
         verification: The bitwise check of the layers frozen throughout.
         measurements: Key numbers, in display order.
-        chart_kind: "weights" or "state": the drift kind that shows the effect.
+        chart_kind: "weights", "state" or "effective_kernel" (a LoRA layer's
+            `kernel + scale * a @ b`): the drift kind that shows the effect.
         layer_order: Layer paths in model order (for the charts).
         seconds: Wall-clock time of this variant.
         keras_messages: What Keras itself said during the run (warnings, a refusal), verbatim.

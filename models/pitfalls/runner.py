@@ -393,7 +393,7 @@ class LabRun:
             status: One of `STATUSES`.
             verdict: One line computed from the measurement.
             measurements: Key numbers, in display order.
-            chart_kind: "weights" or "state".
+            chart_kind: "weights", "state" or "effective_kernel" (LoRA layers).
 
         Returns:
             A `VariantResult` with `history`, the drift frame, the bitwise verification, the
