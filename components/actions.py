@@ -34,9 +34,20 @@ from models.applications import APPLICATION_ENTRIES, WeightsUnavailableError
 from models.catalogue import BUNDLED_MODEL_KEYS, DEFAULT_MODEL
 from models.datasets import ImageDataset
 from models.dense_base import dense_base_template
-from models.export import parse_run_config, plan_from_config
+from models.export import (
+    lora_from_config,
+    parse_run_config,
+    plan_from_config,
+    training_from_config,
+)
 from models.plans import FreezePlan, PlanKind
-from models.presets import Preset, parse_query, resolve_frozen_paths
+from models.presets import (
+    Preset,
+    parse_query,
+    resolve_frozen_paths,
+    resolve_layer_rates,
+    resolve_lora,
+)
 from models.session_record import DataSource
 from models.sessions import dataset_bytes
 from models.snapshot import RunSnapshot
@@ -97,13 +108,20 @@ def apply_preset(workspace: Workspace, params: Mapping[str, list[str]]) -> None:
     state.put(state.PRESET, link)
     if not link.is_empty:
         notices.extend(_apply_link_choices(workspace, link))
-        set_training_defaults(link.training_config(DEFAULT_CONFIG))
+        rates, rate_notices = resolve_layer_rates(link, workspace.tree)
+        notices.extend(rate_notices)
+        try:
+            config = replace(link, layer_rates=rates).training_config(DEFAULT_CONFIG)
+        except ValueError as error:  # the rates are too high for the default learning rate
+            notices.append(f"The link's per-layer learning rates were left out: {error}")
+            config = replace(link, layer_rates=None).training_config(DEFAULT_CONFIG)
+        set_training_defaults(config)
     for notice in notices:
         state.notify(notice)
 
 
 def _apply_link_choices(workspace: Workspace, link: Preset) -> list[str]:
-    """Model, dataset and freeze plan of a link; returns why any of them could not be used."""
+    """Model, dataset, LoRA adapters and plan of a link; returns why any could not be used."""
     notices: list[str] = []
     try:
         if link.model in BUNDLED_MODEL_KEYS and link.model != DEFAULT_MODEL:
@@ -120,6 +138,7 @@ def _apply_link_choices(workspace: Workspace, link: Preset) -> list[str]:
             workspace.set_dataset(cached_dataset(link.dataset))
     except FAILURES as error:
         notices.append(f"The link's dataset could not be used: {error}")
+    notices.extend(_apply_link_lora(workspace, link))
     try:
         named = link.freeze_plan()
         if named is not None:
@@ -131,6 +150,17 @@ def _apply_link_choices(workspace: Workspace, link: Preset) -> list[str]:
                 workspace.apply_plan(plan)
     except FAILURES as error:
         notices.append(f"The link's freeze plan could not be applied: {error}")
+    return notices
+
+
+def _apply_link_lora(workspace: Workspace, link: Preset) -> list[str]:
+    """A link's LoRA adapters (recipes and layers); returns why any could not be used."""
+    try:
+        adapters, notices = resolve_lora(link, workspace.tree, workspace.base_path)
+        if adapters is not None:
+            workspace.set_lora(adapters)
+    except FAILURES as error:
+        return [f"The link's LoRA adapters could not be applied: {error}"]
     return notices
 
 
@@ -356,7 +386,11 @@ def _use_dataset(workspace: Workspace, dataset: ImageDataset | TabularDataset) -
 
 
 def handle_restore(workspace: Workspace, data: bytes) -> None:
-    """Restores a freeze plan and settings from an uploaded run config.
+    """Restores a freeze plan, LoRA adapters and settings from an uploaded run config.
+
+    The model gets exactly the config's adapters (none when it has none: an adapter removed
+    leaves what it learned merged into its kernel), then the config's plan; per-layer rates
+    that name layers the model lacks are left out with a notice.
 
     Args:
         workspace: The session's workspace.
@@ -364,16 +398,20 @@ def handle_restore(workspace: Workspace, data: bytes) -> None:
     """
     try:
         config = parse_run_config(data)
-        plan, notices = plan_from_config(
+        adapters, notices = lora_from_config(config, workspace.tree)
+        workspace.set_lora(adapters)
+        plan, plan_notices = plan_from_config(
             config, workspace.tree, template_key=workspace.template.key
         )
         workspace.apply_plan(plan)
-        set_training_defaults(config.training)
+        training, training_notices = training_from_config(config, workspace.tree)
+        set_training_defaults(training)
     except FAILURES as error:
         state.notify(str(error), "error", place="export")
         return
-    state.notify("Restored the freeze plan and settings.", "success")
-    for notice in notices:
+    what = "freeze plan, LoRA adapters and settings" if adapters else "freeze plan and settings"
+    state.notify(f"Restored the {what}.", "success")
+    for notice in [*plan_notices, *notices, *training_notices]:
         state.notify(notice)
 
 

@@ -96,6 +96,7 @@ def render_export(
         config,
         tree.totals(),
         run_id=run.run_id if run else None,
+        adapters=workspace.lora_plan(),
     )
     columns[0].download_button(
         "Run config (.json)",
@@ -103,7 +104,8 @@ def render_export(
         file_name=download_file_name("config", run.run_id if run else None),
         mime="application/json",
         key="download_config",
-        help="Model, dataset, freeze plan and settings; upload it later to restore the plan.",
+        help="Model, dataset, freeze plan, LoRA adapters and settings; upload it later to "
+        "restore them.",
     )
     model: Callable[[], bytes] = lambda: model_file_bytes(workspace.model)  # noqa: E731
     columns[1].download_button(
@@ -131,7 +133,7 @@ def render_export(
             mime="text/csv",
             key="download_drift_export",
         )
-    st.markdown("**Restore a freeze plan and settings**")
+    st.markdown("**Restore a freeze plan, LoRA adapters and settings**")
     upload = st.file_uploader(
         "A FreezeLab run config (.json)", type=["json"], disabled=training, key="config_upload"
     )

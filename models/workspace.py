@@ -515,6 +515,7 @@ class Workspace:
             run.config,
             run.counts,
             run_id=run.run_id,
+            adapters=run.adapters,
         )
 
     def continue_run_ids_after(self, last_run_id: int) -> None:

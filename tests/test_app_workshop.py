@@ -5,8 +5,11 @@ from pathlib import Path
 from streamlit.testing.v1 import AppTest
 
 from models.export import run_config, run_config_bytes
+from models.layer_rates import LayerRates
+from models.lora import LoraSetting
 from models.training import TrainingConfig
 from tests.app_helpers import open_tab
+from tests.test_app import keras_counts, metrics
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 BASE = "transfer_model/feature_extractor"
@@ -132,3 +135,59 @@ def test_gradual_unfreezing_runs_from_the_sidebar():
     assert [name for name, _, _ in run.job.phase_plans] == [
         "feature extraction", "unfreeze top 3", "unfreeze top 6",
     ]  # fmt: skip
+
+
+def test_a_link_with_lora_and_layer_rates_sets_up_adapters_with_keras_counts():
+    conv2, head = f"{BASE}/conv2", "transfer_model/classifier"
+    at = app_with_link(
+        lora=f"{conv2}:2:4,{head}:3,{BASE}/batch_norm1:2,{BASE}/conv1:0",
+        freeze="base", decay="0.5", decay_block="2", rates=f"{head}:2",
+    )  # fmt: skip
+    assert not at.exception, [e.value for e in at.exception]
+    workspace = at.session_state["workspace"]
+    assert workspace.lora_plan() == {conv2: LoraSetting(2, 4.0), head: LoraSetting(3, 3.0)}
+    assert not workspace.tree.node(BASE).trainable  # the plan after the adapters
+    totals = workspace.tree.totals()
+    assert keras_counts(workspace.model) == (totals.trainable, totals.non_trainable)
+    # Shown once, on the first page (as Markdown: the underscores are escaped).
+    warnings = " ".join(w.value for w in at.warning).replace("\\", "")
+    assert "batch_norm1' was skipped" in warnings and "BatchNormalization" in warnings
+    assert "lora=" in warnings and "conv1:0" in warnings and "from 1 to 512" in warnings
+    open_tab(at, "2 · Freeze")
+    assert metrics(at)["Trainable params"] == f"{totals.trainable:,}"
+    rates = at.session_state["training_defaults"].layer_rates
+    assert rates == LayerRates({head: 2.0}, decay_factor=0.5, layers_per_block=2)
+    # The Export tab's code and link carry both.
+    open_tab(at, "Export")
+    code = next(c.value for c in at.code if "import keras" in c.value)
+    assert 'base.get_layer("conv2").enable_lora(2, lora_alpha=4.0)' in code
+    assert "class LayerRateAdam(keras.optimizers.Adam):" in code
+    link = next(c.value for c in at.code if "?" in c.value and "lora=" in c.value)
+    assert f"lora={conv2}:2:4.0,{head}:3:3.0" in link and "decay=0.5" in link
+
+
+def test_restoring_a_config_with_adapters_puts_them_on_the_model():
+    at = open_tab(app_with_link(), "Export")
+    workspace = at.session_state["workspace"]
+    adapters = {f"{BASE}/conv3": LoraSetting(4, 8.0)}
+    rates = LayerRates({BASE: 0.1}, base_path=BASE)
+    config = run_config(
+        workspace.template,
+        "digits_5_9",
+        "digits",
+        [f"{BASE}/conv1"],
+        TrainingConfig(epochs=2, learning_rate=3e-3, layer_rates=rates),
+        adapters=adapters,
+    )
+    at.file_uploader(key="config_upload").set_value(
+        ("plan.json", run_config_bytes(config), "application/json")
+    ).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert workspace.lora_plan() == adapters
+    assert workspace.tree.frozen_paths() == {f"{BASE}/conv1"}
+    totals = workspace.tree.totals()
+    assert keras_counts(workspace.model) == (totals.trainable, totals.non_trainable)
+    assert at.session_state["training_defaults"].layer_rates == rates
+    assert any(
+        "Restored the freeze plan, LoRA adapters and settings" in s.value for s in at.success
+    )

@@ -212,6 +212,7 @@ def test_training_with_lora_keeps_the_kernel_and_moves_the_adapters(digits):
     effective_before = effective_kernel(layer)
     run = workspace.start_run(TrainingConfig(epochs=1, batch_size=64), background=False)
     assert run.adapters == {conv: LoraSetting(2, 2.0)}
+    assert workspace.run_config(run)["lora_adapters"] == {conv: {"rank": 2, "alpha": 2.0}}
     np.testing.assert_array_equal(layer._kernel.numpy(), kernel_before)  # bitwise
     assert np.any(np.asarray(layer.lora_kernel_b.numpy()))  # the adapter learned
     assert not np.array_equal(effective_kernel(layer), effective_before)

@@ -1,5 +1,6 @@
 """Tests for models.presets: instructor links that preset model, data, plan and settings."""
 
+import math
 import re
 import urllib.parse
 
@@ -7,6 +8,8 @@ import pytest
 
 from models.catalogue import bundled_template
 from models.datasets import load_bundled_dataset
+from models.layer_rates import LayerRates
+from models.lora import LoraSetting
 from models.presets import (
     HIDEABLE_CONTROLS,
     PARAMETERS,
@@ -17,6 +20,8 @@ from models.presets import (
     preset_link,
     preset_query,
     resolve_frozen_paths,
+    resolve_layer_rates,
+    resolve_lora,
 )
 from models.training import TrainingConfig
 from models.workspace import Workspace
@@ -228,3 +233,149 @@ def test_preset_for_the_current_screen(workspace):
 def test_parse_query_refuses_non_mappings():
     with pytest.raises(TypeError, match="mapping"):
         parse_query("model=resnet50")
+
+
+# ------------------------------------------------------------------ LoRA and layer rates
+HEAD = "transfer_model/classifier"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "field", "accepted"),
+    [
+        ("lora", f"{BASE}/conv1:0", "lora", "from 1 to 512"),
+        ("lora", f"{BASE}/conv1:600", "lora", "from 1 to 512"),
+        ("lora", f"{BASE}/conv1:2.5", "lora", "'<layer path>:<rank>'"),
+        ("lora", f"{BASE}/conv1:4:0", "lora", "from 0.01 to 4096"),
+        ("lora", "dense", "lora", "['dense', 'attention']"),
+        ("lora", ":4", "lora", "'<layer path>:<rank>:<alpha>'"),
+        ("rates", f"{BASE}:-1", "layer_rates", "from 0 to 100"),
+        ("rates", f"{BASE}:fast", "layer_rates", "'<layer path>:<multiplier>'"),
+        ("decay", "1.5", "layer_rates", "from 0 to 1"),
+        ("decay", "nan", "layer_rates", "e.g. 0.5"),
+        ("decay_block", "0", "layer_rates", "from 1 to 10000"),
+        ("decay_base", "\x00", "layer_rates", "printable"),
+    ],
+)
+def test_each_invalid_lora_or_rate_parameter_is_ignored_with_a_notice(name, value, field, accepted):
+    preset, notices = parse_query({name: value})
+    assert len(notices) == 1, notices
+    notice = notices[0]
+    assert f"URL parameter {name}=" in notice and accepted in notice
+    assert repr(value) in notice and notice.count("ignored") == 1
+    assert getattr(preset, field) is None
+
+
+def test_lora_items_are_kept_in_order_and_bad_ones_dropped():
+    preset, notices = parse_query(
+        {"lora": ["dense:4,attention:8:16", f"{BASE}/conv1:2:0.5,{BASE}/conv2:x"]}
+    )
+    assert preset.lora == (
+        ("dense", LoraSetting(4)),
+        ("attention", LoraSetting(8, 16.0)),
+        (f"{BASE}/conv1", LoraSetting(2, 0.5)),
+    )
+    assert len(notices) == 1 and f"'{BASE}/conv2:x'" in notices[0]
+    # A layer name may hold a colon: "<path>:<rank>" is read when "<rank>:<alpha>" is not.
+    preset, notices = parse_query({"lora": "model/odd:name:4"})
+    assert preset.lora == (("model/odd:name", LoraSetting(4)),) and notices == []
+
+
+def test_rates_decay_and_their_learning_rate_bound():
+    query = {"rates": f"{BASE}:0.1,{HEAD}:2", "decay": "0.5", "decay_block": "2"}
+    preset, notices = parse_query({**query, "decay_base": BASE})
+    assert notices == []
+    expected = LayerRates(
+        {BASE: 0.1, HEAD: 2.0}, decay_factor=0.5, layers_per_block=2, base_path=BASE
+    )
+    assert preset.layer_rates == expected
+    assert preset.training_config(TrainingConfig(learning_rate=0.01)).layer_rates == expected
+    # lr x the largest multiplier must stay a learning rate TrainingConfig accepts.
+    preset, notices = parse_query({"lr": "1", "rates": f"{HEAD}:100"})
+    assert preset.layer_rates is None and preset.learning_rate == 1.0
+    assert "were ignored" in notices[0] and "learning rate 100" in notices[0]
+    preset, notices = parse_query({"rates": f"{HEAD}:0.5,{HEAD}:0.2"})
+    assert preset.layer_rates is None and "twice" in notices[0]
+
+
+@pytest.mark.parametrize(
+    "preset",
+    [
+        Preset(lora=(("dense", LoraSetting(4)), (f"{BASE}/conv1", LoraSetting(2, 8.0)))),
+        Preset(
+            model="bundled_digits_attention",
+            lora=(("attention", LoraSetting(16, 0.5)),),
+            layer_rates=LayerRates(decay_factor=0.25, layers_per_block=3),
+        ),
+        Preset(layer_rates=LayerRates({BASE: 0.0, HEAD: 1.5}, base_path=BASE), learning_rate=0.1),
+    ],
+)
+def test_lora_and_rates_round_trip_through_the_query_and_a_real_url(preset):
+    query = preset_query(preset)
+    assert list(query) == [name for name in PARAMETERS if name in query]  # documented order
+    assert parse_query(query) == (preset, [])
+    link = preset_link(preset, "http://workshop:8501/")
+    parsed = urllib.parse.parse_qs(urllib.parse.urlsplit(link).query, keep_blank_values=True)
+    assert parse_query(parsed) == (preset, [])
+
+
+def test_a_path_with_a_comma_cannot_travel_in_a_link():
+    with pytest.raises(ValueError, match="comma"):
+        preset_query(Preset(lora=(("a,b", LoraSetting(2)),)))
+    with pytest.raises(ValueError, match="comma"):
+        preset_query(Preset(layer_rates=LayerRates({"a,b": 0.5})))
+
+
+def test_preset_for_carries_the_workspaces_lora_and_the_configs_rates_round_trip(digits):
+    source = Workspace(bundled_template("bundled_digits_attention"), digits)
+    source.lora_bulk("attention", LoraSetting(4))
+    source.set_layer_lora(f"{BASE}/patch_embedding", LoraSetting(2, 8.0))
+    source.bulk_action("freeze_base")
+    rates = LayerRates({HEAD: 2.0}, decay_factor=0.5, layers_per_block=2, base_path=BASE)
+    config = TrainingConfig(learning_rate=0.01, layer_rates=rates)
+    preset, notices = preset_for(
+        source.template.key, source.dataset.name, tree=source.tree, config=config
+    )
+    assert notices == []
+    assert dict(preset.lora) == source.lora_plan()
+    assert preset.layer_rates == rates and preset.training_config() == config
+    link = preset_link(preset, "http://workshop:8501/")
+    parsed = urllib.parse.parse_qs(urllib.parse.urlsplit(link).query, keep_blank_values=True)
+    again, notices = parse_query(parsed)
+    assert again == preset and notices == []
+
+    # A learner's new workspace gets the same adapters, plan and counts as Keras's own.
+    learner = Workspace(bundled_template("bundled_digits_attention"), digits)
+    adapters, notices = resolve_lora(again, learner.tree, learner.base_path)
+    assert notices == [] and adapters == source.lora_plan()
+    learner.set_lora(adapters)
+    learner.apply_plan(resolve_frozen_paths(again, learner.tree)[0])
+    assert learner.tree.totals() == source.tree.totals()
+    trainable = sum(math.prod(w.shape) for w in learner.model.trainable_weights)
+    non_trainable = sum(math.prod(w.shape) for w in learner.model.non_trainable_weights)
+    assert (trainable, non_trainable) == (
+        learner.tree.totals().trainable,
+        learner.tree.totals().non_trainable,
+    )
+    assert resolve_layer_rates(again, learner.tree) == (rates, [])
+
+
+def test_resolve_lora_runs_recipes_on_the_base_and_explains_what_it_skips(workspace):
+    preset, _ = parse_query(
+        {"lora": f"dense:4,{BASE}/conv1:2,{BASE}/batch_norm1:2,{BASE}/nope:2,{HEAD}:3:6"}
+    )
+    adapters, notices = resolve_lora(preset, workspace.tree, workspace.base_path)
+    assert adapters == {f"{BASE}/conv1": LoraSetting(2), HEAD: LoraSetting(3, 6.0)}
+    assert "'transfer_model/feature_extractor/nope'" in notices[0]
+    assert "recipe 'dense'" in notices[1] and "names no layer" in notices[1]  # a CNN base
+    assert "batch_norm1' was skipped" in notices[2] and "BatchNormalization" in notices[2]
+    assert resolve_lora(Preset(), workspace.tree) == (None, [])
+    # A later item wins for a layer named twice.
+    preset, _ = parse_query({"lora": f"{BASE}/conv1:2,{BASE}/conv1:4"})
+    assert resolve_lora(preset, workspace.tree)[0] == {f"{BASE}/conv1": LoraSetting(4)}
+
+
+def test_rates_for_another_model_are_left_out_with_a_notice(workspace):
+    preset, _ = parse_query({"rates": "transfer_model/nope:0.5"})
+    rates, notices = resolve_layer_rates(preset, workspace.tree)
+    assert rates is None and "left out" in notices[0] and "nope" in notices[0]
+    assert resolve_layer_rates(Preset(), workspace.tree) == (None, [])

@@ -1,26 +1,40 @@
-"""The run config JSON: write a run's description, read one back strictly, turn it into a plan."""
+"""The run config JSON: write a run's description, read one back strictly, turn it into a plan.
+
+Format version policy: `format_version` changes only when a key changes its meaning, so that
+a reader never misreads a file. Keys added later are optional and written only when they say
+something: "lora_adapters" (layer path -> {"rank", "alpha"}) appears only for a model with
+LoRA adapters and "training"."layer_rates" only with per-layer learning rates. A config
+without them is byte for byte what earlier FreezeLabs wrote and still reads everywhere as
+format_version 1; one with them is refused by an earlier FreezeLab with a message naming the
+unknown key, never misread. A config without "lora_adapters" describes a model without
+adapters (there were none before the key existed).
+"""
 
 from __future__ import annotations
 
 import datetime
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import keras
 
 from models.export.plan_code import restrict_plan
+from models.layer_rates import layer_multipliers
+from models.limits import MAX_LAYER_PATH_LENGTH
+from models.lora import LoraSetting, why_not_lora
 from models.template import ModelKey, ModelTemplate, parse_model_key
 from models.training import TrainingConfig
-from models.tree import LayerTree, ParameterCounts
+from models.tree import LayerTree, ParameterCounts, format_paths
 
 FREEZELAB_VERSION = "0.1.0"
 RUN_CONFIG_FORMAT = "freezelab-run-config"
 RUN_CONFIG_FORMAT_VERSION = 1
 MAX_RUN_CONFIG_BYTES = 2 * 1024 * 1024
 MAX_CONFIG_PATHS = 100_000
-MAX_PATH_LENGTH = 2_000
+MAX_PATH_LENGTH = MAX_LAYER_PATH_LENGTH
+LORA_ADAPTERS_KEY = "lora_adapters"
 _TOP_LEVEL_KEYS = (
     "format",
     "format_version",
@@ -33,7 +47,9 @@ _TOP_LEVEL_KEYS = (
     "frozen_paths",
     "training",
     "counts",
+    LORA_ADAPTERS_KEY,  # optional: only a model with LoRA adapters has it
 )
+_LORA_KEYS = ("rank", "alpha")
 
 
 @dataclass(frozen=True)
@@ -51,8 +67,9 @@ class RunConfig:
         dataset_key: The dataset's key, e.g. "digits_5_9".
         dataset_title: The dataset's title.
         frozen_paths: The freeze plan, sorted.
-        training: The training settings.
+        training: The training settings (per-layer learning rates included).
         counts: Trainable / non-trainable parameters with the plan, or None.
+        lora_adapters: The LoRA adapters, layer path -> `LoraSetting` (empty: none).
     """
 
     freezelab_version: str
@@ -67,6 +84,7 @@ class RunConfig:
     frozen_paths: tuple[str, ...]
     training: TrainingConfig
     counts: ParameterCounts | None
+    lora_adapters: dict[str, LoraSetting] = field(default_factory=dict)
 
     @property
     def model_key(self) -> ModelKey | None:
@@ -106,6 +124,7 @@ def run_config(
     *,
     run_id: int | None = None,
     created_at: datetime.datetime | None = None,
+    adapters: Mapping[str, LoraSetting] | None = None,
 ) -> dict[str, Any]:
     """Describes a run (or the current plan) as a JSON-ready dict.
 
@@ -118,12 +137,15 @@ def run_config(
         counts: Parameter counts with the plan (`run.counts`), or None.
         run_id: The run's number, or None for a plan that has not run.
         created_at: When; None for now (UTC).
+        adapters: The model's LoRA adapters, layer path -> `LoraSetting`
+            (`workspace.lora_plan()` or `run.adapters`); None or empty for none.
 
     Returns:
         A dict with "format", "format_version", "freezelab_version", "keras_version",
         "created_at", "run_id", "model" {key, title, pretrained}, "dataset" {key, title},
-        "frozen_paths" (sorted list), "training" (TrainingConfig fields) and "counts"
-        {trainable, non_trainable} or None.
+        "frozen_paths" (sorted list), "training" (TrainingConfig fields, "layer_rates" only
+        when set) and "counts" {trainable, non_trainable} or None; with adapters also
+        "lora_adapters" {path: {rank, alpha}} (sorted by path).
 
     Example:
     >>> data = run_config(workspace.template, "digits_5_9", "Digits 5-9",
@@ -139,8 +161,9 @@ def run_config(
         raise TypeError(
             f"frozen_paths must be a collection of paths; received the string {frozen_paths!r}."
         )
+    lora = _lora_data(adapters)
     moment = created_at or datetime.datetime.now(datetime.UTC)
-    return {
+    data = {
         "format": RUN_CONFIG_FORMAT,
         "format_version": RUN_CONFIG_FORMAT_VERSION,
         "freezelab_version": FREEZELAB_VERSION,
@@ -159,6 +182,29 @@ def run_config(
         if counts is None
         else {"trainable": int(counts.trainable), "non_trainable": int(counts.non_trainable)},
     }
+    if lora:
+        data[LORA_ADAPTERS_KEY] = lora
+    return data
+
+
+def _lora_data(adapters: Mapping[str, LoraSetting] | None) -> dict[str, dict[str, Any]]:
+    """The adapters as JSON-ready data, sorted by path; refuses what is not LoraSetting."""
+    if adapters is None:
+        return {}
+    if not isinstance(adapters, Mapping):
+        raise TypeError(
+            "adapters must map layer paths to LoraSetting (workspace.lora_plan()); received "
+            f"{type(adapters).__name__}."
+        )
+    data = {}
+    for path in sorted(adapters):
+        setting = adapters[path]
+        if not isinstance(setting, LoraSetting):
+            raise TypeError(
+                f"adapters[{path!r}] must be a LoraSetting; received {type(setting).__name__}."
+            )
+        data[str(path)] = setting.to_dict()
+    return data
 
 
 def run_config_bytes(config: Mapping[str, Any]) -> bytes:
@@ -184,8 +230,10 @@ def parse_run_config(data: bytes | str) -> RunConfig:
     Raises:
         TypeError: When `data` is neither bytes nor text.
         ValueError: For a file that is too large, not UTF-8, not JSON, not a FreezeLab run
-            config, has unknown keys, values of the wrong type or invalid training settings;
-            the message names the key, what was received and what is expected.
+            config, has unknown keys, values of the wrong type, invalid training settings
+            or invalid LoRA adapters; the message names the key, what was received and what
+            is expected. A config without "lora_adapters" (or per-layer rates) reads as one
+            without adapters (or rates).
 
     Example:
     >>> parse_run_config(run_config_bytes(run_config(...))).frozen_paths
@@ -202,6 +250,7 @@ def parse_run_config(data: bytes | str) -> RunConfig:
     paths = _frozen_paths(document)
     training = _training(document)
     counts = _counts(document)
+    adapters = _lora_adapters(document)
     return RunConfig(
         freezelab_version=_require(document, "freezelab_version", str, ""),
         keras_version=_require(document, "keras_version", str, ""),
@@ -215,6 +264,7 @@ def parse_run_config(data: bytes | str) -> RunConfig:
         frozen_paths=tuple(sorted(set(paths))),
         training=training,
         counts=counts,
+        lora_adapters=adapters,
     )
 
 
@@ -321,7 +371,7 @@ def _frozen_paths(document: Mapping[str, Any]) -> list[str]:
 def _training(document: Mapping[str, Any]) -> TrainingConfig:
     """The training settings, checked by `TrainingConfig` itself."""
     training = _require(document, "training", dict, "")
-    field_names = [field.name for field in fields(TrainingConfig)]
+    field_names = [entry.name for entry in fields(TrainingConfig)]
     _check_keys(training, field_names, "'training'")
     try:
         return TrainingConfig(**training)
@@ -343,6 +393,43 @@ def _counts(document: Mapping[str, Any]) -> ParameterCounts | None:
             f"non_trainable={non_trainable}."
         )
     return ParameterCounts(trainable, non_trainable)
+
+
+def _lora_adapters(document: Mapping[str, Any]) -> dict[str, LoraSetting]:
+    """The LoRA adapters, path -> `LoraSetting`; empty when the config has none."""
+    if LORA_ADAPTERS_KEY not in document:
+        return {}
+    adapters = _require(document, LORA_ADAPTERS_KEY, dict, "")
+    if len(adapters) > MAX_CONFIG_PATHS:
+        raise ValueError(
+            f"The run config lists {len(adapters):,} LoRA adapters; at most "
+            f"{MAX_CONFIG_PATHS:,} are accepted."
+        )
+    settings = {}
+    for path, data in adapters.items():
+        where = f"{LORA_ADAPTERS_KEY}[{path!r:.80}]"
+        if not path or len(path) > MAX_PATH_LENGTH:
+            raise ValueError(
+                f"Each key of '{LORA_ADAPTERS_KEY}' must be a non-empty layer path of at most "
+                f"{MAX_PATH_LENGTH} characters; received {path!r:.80}."
+            )
+        if not isinstance(data, dict):
+            raise ValueError(
+                f'The run config\'s {where} must be an object {{"rank": 4, "alpha": 4.0}}; '
+                f"received {_type_name(data)} {data!r:.80}."
+            )
+        _check_keys(data, _LORA_KEYS, f"'{where}'")
+        rank = _require(data, "rank", int, f"{where}.")
+        alpha = (
+            _require(data, "alpha", (int, float, type(None)), f"{where}.")
+            if "alpha" in data
+            else None
+        )
+        try:
+            settings[path] = LoraSetting(rank, alpha)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"The run config's {where} is invalid: {error}") from None
+    return settings
 
 
 # -------------------------------------------------------------------------- to a plan
@@ -378,3 +465,80 @@ def plan_from_config(
         )
     plan, missing = restrict_plan(config.frozen_paths, tree)
     return plan, notices + missing
+
+
+def lora_from_config(
+    config: RunConfig, tree: LayerTree
+) -> tuple[dict[str, LoraSetting], list[str]]:
+    """The LoRA adapters of a run config that the current model can take.
+
+    Args:
+        config: A parsed `RunConfig`.
+        tree: The `LayerTree` of the model to put the adapters on.
+
+    Returns:
+        `(adapters, notices)`: layer path (as `tree` names it) -> `LoraSetting` for the
+        adapters whose layer exists and supports LoRA (empty when the config has none; pass
+        it to `Workspace.set_lora`), and a notice for the paths that do not exist and one for
+        each layer Keras cannot adapt.
+
+    Example:
+    >>> adapters, notices = lora_from_config(parse_run_config(data), workspace.tree)
+    >>> workspace.set_lora(adapters)
+    """
+    if not isinstance(config, RunConfig):
+        raise TypeError(
+            f"config must be a RunConfig from parse_run_config; received {type(config).__name__}."
+        )
+    adapters: dict[str, LoraSetting] = {}
+    missing: list[str] = []
+    notices: list[str] = []
+    for path, setting in config.lora_adapters.items():
+        if path not in tree:
+            missing.append(path)
+            continue
+        canonical = tree.canonical_path(path)
+        reason = why_not_lora(tree.layer(canonical))
+        if reason is not None:
+            notices.append(f"The config's LoRA adapter on '{canonical}' was skipped: {reason}")
+            continue
+        adapters[canonical] = setting
+    if missing:
+        notices.insert(
+            0,
+            f"{len(missing)} LoRA adapter(s) of the config are on layers the current model "
+            f"does not have and were skipped: {format_paths(missing)}.",
+        )
+    return adapters, notices
+
+
+def training_from_config(config: RunConfig, tree: LayerTree) -> tuple[TrainingConfig, list[str]]:
+    """The training settings of a run config, with per-layer rates only if they fit the model.
+
+    Args:
+        config: A parsed `RunConfig`.
+        tree: The `LayerTree` of the model the settings are for.
+
+    Returns:
+        `(settings, notices)`: `config.training`, without its `layer_rates` (and with a
+        notice saying why) when they name a layer the model does not have.
+
+    Example:
+    >>> settings, notices = training_from_config(parse_run_config(data), workspace.tree)
+    """
+    if not isinstance(config, RunConfig):
+        raise TypeError(
+            f"config must be a RunConfig from parse_run_config; received {type(config).__name__}."
+        )
+    settings = config.training
+    if settings.layer_rates is None:
+        return settings, []
+    try:
+        layer_multipliers(settings.layer_rates, tree)
+    except ValueError as error:
+        notice = (
+            f"The config's per-layer learning rates do not fit the current model and were left "
+            f"out (every layer trains at the base rate): {error}"
+        )
+        return replace(settings, layer_rates=None), [notice]
+    return settings, []

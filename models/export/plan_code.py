@@ -1,13 +1,15 @@
-"""Freeze plans off the live model: counts, restriction to its layers, `trainable` statements."""
+"""Freeze plans off the live model: counts, restriction to its layers, statements on layers."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 
 import keras
 
 from models.export.source import LINE_LIMIT, list_lines, literal
+from models.lora import adapted_variable
 from models.names import display_name
 from models.tree import LayerTree, ParameterCounts, format_paths
 
@@ -54,7 +56,8 @@ def plan_counts(tree: LayerTree, frozen_paths: Iterable[str]) -> ParameterCounts
     """The parameter counts a model would have with a freeze plan, without touching it.
 
     A weight trains when its own layer's flag is True and the top model's flag is True (see
-    `models.tree`); state such as BatchNormalization's moving statistics never does.
+    `models.tree`); state such as BatchNormalization's moving statistics never does, nor does
+    the kernel a LoRA adapter adapts (`models.lora`): only its adapters and bias can.
 
     Args:
         tree: The model's `LayerTree`.
@@ -72,8 +75,12 @@ def plan_counts(tree: LayerTree, frozen_paths: Iterable[str]) -> ParameterCounts
     trainable = non_trainable = 0
     for node in tree.nodes():
         weights = node.own_params - node.own_state_params
+        adapted = 0
+        if node.lora_rank is not None:
+            adapted = math.prod(adapted_variable(tree.layer(node.path)).shape)
         if root_trainable and node.path not in plan:
-            trainable += weights
+            trainable += weights - adapted
+            non_trainable += adapted
         else:
             non_trainable += weights
         non_trainable += node.own_state_params
@@ -138,55 +145,85 @@ def plan_lines(tree: LayerTree, plan: set[str], base_path: str) -> list[str]:
         "# Setting `trainable` on a layer sets it on every layer inside it, so the statements",
         "# go top-down: freeze a layer, then re-enable the children that should train.",
     ]
-    rows = [_statement_row(_address(tree, path, base_path), flag) for path, flag in statements]
+    rows = [
+        (address(tree, path, base_path), f".trainable = {flag}", _REENABLED if flag else "")
+        for path, flag in statements
+    ]
+    return lines + statement_lines(rows)
+
+
+_REENABLED = "re-enabled inside a frozen parent"
+
+
+def statement_lines(rows: list[tuple[str, str, str]]) -> list[str]:
+    """Statements on layers, each run of `_MIN_LOOP` or more on named siblings as one loop.
+
+    Args:
+        rows: `(target, action, comment)` in order: `target` reaches a layer from `model` or
+            `base` (`address`), `action` follows it (".trainable = False",
+            ".enable_lora(4, lora_alpha=4.0)") and `comment` ("" for none) ends its line
+            when it fits.
+
+    Returns:
+        Source lines: consecutive rows with the same action on children of one parent
+        reached by name become `for name in [...]:` loops.
+
+    Example:
+    >>> statement_lines([("base", ".trainable = False", "")])
+    ['base.trainable = False']
+    """
+    keyed = [(*row, *_loop_key(row[0], row[1])) for row in rows]
+    lines: list[str] = []
     index = 0
-    while index < len(rows):
-        target, trainable, key, _ = rows[index]
+    while index < len(keyed):
+        target, action, comment, key, _ = keyed[index]
         end = index + 1
-        while key is not None and end < len(rows) and rows[end][2] == key:
+        while key is not None and end < len(keyed) and keyed[end][3] == key:
             end += 1
         if end - index >= _MIN_LOOP:
-            lines += _loop_lines(rows[index:end])
+            lines += _loop_lines(key, [row[4] for row in keyed[index:end]])
             index = end
             continue
-        lines += _statement_lines(target, trainable)
+        lines += _statement_lines(target, action, comment)
         index += 1
     return lines
 
 
-_Row = tuple[str, bool, tuple[str, bool] | None, str | None]
-
-
-def _statement_row(target: str, trainable: bool) -> _Row:
-    """`(target, trainable, loop key, name literal)`: rows sharing a loop key form a loop."""
+def _loop_key(target: str, action: str) -> tuple[tuple[str, str] | None, str | None]:
+    """`((parent, action), name literal)`: rows sharing a loop key form a loop."""
     match = _NAMED_ACCESS.match(target)
     if match is None:
-        return target, trainable, None, None
-    return target, trainable, (match.group("parent"), trainable), match.group("name")
+        return None, None
+    return (match.group("parent"), action), match.group("name")
 
 
-def _loop_lines(rows: list[_Row]) -> list[str]:
+def _loop_lines(key: tuple[str, str], names: list[str]) -> list[str]:
     """One `for name in [...]` loop over consecutive named children of one parent."""
-    parent, trainable = rows[0][2]
-    names = [row[3] for row in rows]
+    parent, action = key
     return [
-        f"# {len(rows)} consecutive layers of {parent}, in model order.",
+        f"# {len(names)} consecutive layers of {parent}, in model order.",
         *list_lines("for name in ", names, "", ":"),
-        f"    {parent}.get_layer(name).trainable = {trainable}",
+        f"    {parent}.get_layer(name){action}",
     ]
 
 
-def _statement_lines(target: str, trainable: bool) -> list[str]:
-    """One `trainable` assignment, split in two when the line would be too long."""
-    statement = f"{target}.trainable = {trainable}"
-    comment = "  # re-enabled inside a frozen parent" if trainable else ""
+def _statement_lines(target: str, action: str, comment: str) -> list[str]:
+    """One statement, split in two when the line would be too long."""
+    statement = f"{target}{action}"
     if len(statement) >= LINE_LIMIT:
-        return [f"layer = {target}", f"layer.trainable = {trainable}"]
-    return [statement if len(statement + comment) >= LINE_LIMIT else statement + comment]
+        return [f"layer = {target}", f"layer{action}"]
+    commented = f"{statement}  # {comment}" if comment else statement
+    return [statement if len(commented) >= LINE_LIMIT else commented]
 
 
-def _address(tree: LayerTree, path: str, base_path: str | None) -> str:
-    """Python expression reaching the layer at `path` from `model` (or from `base`)."""
+def address(tree: LayerTree, path: str, base_path: str | None) -> str:
+    """The Python expression that reaches the layer at `path` from `model` (or from `base`).
+
+    Example:
+    >>> base_path = "transfer_model/feature_extractor"
+    >>> address(tree, f"{base_path}/conv1", base_path)
+    'base.get_layer("conv1")'
+    """
     if path == tree.root_path:
         return "model"
     if path == base_path:

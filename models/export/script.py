@@ -1,10 +1,12 @@
 """Writes the standalone Keras script that rebuilds a FreezeLab setup, freezes it and trains it.
 
 `generate_code` writes a script that rebuilds the same model (same layer names, so the same
-layer paths), applies the same freeze plan with the fewest `trainable` statements and trains
-with the same settings. The script runs on the learner's machine: it names no path of the
-server. It loads a base model file (the bundled CNN, an upload) from the folder it lies in,
-and says which file to download from the Export tab when it is missing.
+layer paths), applies the same freeze plan with the fewest `trainable` statements, puts the
+same LoRA adapters on with Keras's `enable_lora` (`lora_code`) and trains with the same
+settings, per-layer learning rates included (`rates_code`). The script runs on the learner's
+machine: it names no path of the server. It loads a base model file (the bundled CNN, an
+upload) from the folder it lies in, and says which file to download from the Export tab when
+it is missing.
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ import keras
 from models.datasets import BUNDLED_DATASETS
 from models.export.base_code import base_code
 from models.export.config_json import FREEZELAB_VERSION
+from models.export.lora_code import lora_adapters, lora_lines
 from models.export.plan_code import plan_counts, plan_lines
+from models.export.rates_code import (
+    optimizer_class_lines,
+    optimizer_class_name,
+    rate_multipliers,
+    rates_lines,
+)
 from models.export.source import (
     PATH_IMPORT,
     CodeParts,
@@ -57,9 +66,14 @@ def generate_code(
     The script builds the same model as FreezeLab (`build_transfer_model` of the template's
     base, with the same layer names, so the same layer paths and parameter counts), applies
     the freeze plan with the fewest top-down `trainable` statements (`freeze_statements`),
+    then puts the LoRA adapters of `tree`'s model on the same layers with Keras's
+    `layer.enable_lora(rank, lora_alpha=alpha)` (after the plan: see `models.export.lora_code`),
     prints the trainable and non-trainable parameter counts, and, with `include_training`,
-    loads the data, compiles with a fresh optimizer and fits with the same settings. Names
-    from uploads are written as escaped string literals and one-line comments only.
+    loads the data, compiles with a fresh optimizer and fits with the same settings. With
+    `config.layer_rates` the optimizer is a small subclass of the chosen Keras optimizer,
+    written into the script, that scales each weight's learning rate by FreezeLab's multiplier
+    for it (bitwise FreezeLab's updates, see `models.export.rates_code`). Names from uploads
+    are written as escaped string literals and one-line comments only.
 
     The script runs on the learner's machine and holds no path of this one: a base that
     comes from a file (the bundled CNN, an uploaded model) is loaded from the script's own
@@ -76,7 +90,8 @@ def generate_code(
         dataset_key: The dataset's key ("digits_5_9", "shapes", "mnist"...) for the data
             loading code; None or another key writes a placeholder for the user's data.
         tree: The `LayerTree` of the user's FreezeLab model (built for `template` and the
-            data). None builds the model here (slower for large bases).
+            data); its LoRA adapters are written too. None builds the model here, without
+            adapters (slower for large bases).
         include_training: False leaves out data loading, compile and fit (the script then
             only builds and freezes the model; tests execute it this way).
         input_dtype: The images' dtype when `tree` is None: "float32" ([0, 1]) or "uint8"
@@ -88,8 +103,8 @@ def generate_code(
 
     Raises:
         TypeError: For arguments of the wrong type.
-        ValueError: When the plan names paths the model does not have, or the template's
-            kind cannot be written as code.
+        ValueError: When the plan or `config.layer_rates` names paths the model does not
+            have, or the template's kind cannot be written as code.
 
     Example:
     >>> code = generate_code(template, (8, 8, 1), 5, workspace.tree.frozen_paths(),
@@ -108,8 +123,10 @@ def generate_code(
         pixels = keras.backend.standardize_dtype(tree.model.inputs[0].dtype) == "uint8"
         training_parts = [
             _data_code(dataset_key, tuple(data_input_shape), int(num_classes), pixels),
-            _training_code(config),
+            _training_code(config, rate_multipliers(config, tree)),
         ]
+    base_path = tree.path_of(base)
+    adapter_lines = lora_lines(tree, base_path)
     body = [
         *_import_lines([base_parts, model_parts, *training_parts]),
         "",
@@ -121,14 +138,15 @@ def generate_code(
         "",
         *model_parts.lines,
         "",
-        *plan_lines(tree, plan, tree.path_of(base)),
+        *plan_lines(tree, plan, base_path),
         "",
+        *([*adapter_lines, ""] if adapter_lines else []),
         # What the FreezeLab model reports once the plan is applied, for the script's comments.
         *_count_lines(plan_counts(tree, plan)),
     ]
     for part in training_parts:
         body += ["", *part.lines]
-    header = _header_lines(template, data_input_shape, num_classes, config, dataset_key)
+    header = _header_lines(template, data_input_shape, num_classes, config, dataset_key, tree)
     return "\n".join(header + body) + "\n"
 
 
@@ -217,8 +235,15 @@ def _header_lines(
     num_classes: int,
     config: TrainingConfig,
     dataset_key: str | None,
+    tree: LayerTree,
 ) -> list[str]:
     """The script's docstring: model, data, settings and the versions that wrote it."""
+    extras = []
+    adapters = lora_adapters(tree)
+    if adapters:
+        extras.append(f"LoRA: {len(adapters)} adapter(s), Keras's enable_lora")
+    if config.layer_rates is not None:
+        extras.append(comment_text(config.layer_rates))
     return [
         '"""Rebuilds a FreezeLab setup in plain Keras: model, freeze plan and training settings.',
         "",
@@ -228,6 +253,7 @@ def _header_lines(
         f"Settings: {config.epochs} epochs, batch size {config.batch_size}, learning rate "
         f"{config.learning_rate:g}, optimizer {config.optimizer}, validation "
         f"{config.validation_fraction:g}",
+        *extras,
         f"Written by FreezeLab {FREEZELAB_VERSION} with Keras {keras.__version__}.",
         '"""',
         "",
@@ -437,10 +463,25 @@ def _digits_data_code(dataset_key: str) -> CodeParts:
     )
 
 
-def _training_code(config: TrainingConfig) -> CodeParts:
-    """The split, compile (after the flags) and fit with FreezeLab's settings."""
-    optimizer = f"keras.optimizers.{_OPTIMIZER_CLASSES[config.optimizer]}"
-    lines = [
+def _training_code(config: TrainingConfig, multipliers: dict[str, float]) -> CodeParts:
+    """The split, compile (after the flags) and fit with FreezeLab's settings.
+
+    `multipliers`: `rate_multipliers(config, tree)`; when some weight's is not 1, the script
+    defines its layer-rate optimizer subclass and resolves them on its model first.
+    """
+    optimizer = f"keras.optimizers.{_OPTIMIZER_CLASSES[config.optimizer]}(learning_rate="
+    lines = []
+    if multipliers:
+        lines += [
+            "",  # two blank lines around a class
+            *optimizer_class_lines(config.optimizer),
+            "",
+            "",
+            *rates_lines(multipliers, str(config.layer_rates)),
+            "",
+        ]
+        optimizer = f"{optimizer_class_name(config.optimizer)}(variable_multipliers, learning_rate="
+    lines += [
         "# Compile AFTER setting the flags: Keras reads them when it compiles.",
         f"keras.utils.set_random_seed({int(config.seed)})",
     ]
@@ -465,7 +506,7 @@ def _training_code(config: TrainingConfig) -> CodeParts:
         lines += ["x_train, y_train = x, y", "validation_data = None"]
     lines += [
         "model.compile(",
-        f"    optimizer={optimizer}(learning_rate={number(config.learning_rate)}),",
+        f"    optimizer={optimizer}{number(config.learning_rate)}),",
         '    loss="sparse_categorical_crossentropy",',
         '    metrics=["accuracy"],',
         ")",

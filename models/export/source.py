@@ -99,3 +99,20 @@ def list_lines(prefix: str, items: list[str], indent: str, suffix: str) -> list[
     if len(one_line) <= LINE_LIMIT:
         return [one_line]
     return [f"{indent}{prefix}[", *[f"{indent}    {item}," for item in items], f"{indent}]{suffix}"]
+
+
+def dict_lines(prefix: str, items: list[str]) -> list[str]:
+    """A dict literal as ruff/black format it: one line when it fits, else one item a line.
+
+    Args:
+        prefix: What comes before the braces, e.g. "RATE_MULTIPLIERS = ".
+        items: The items as source, e.g. `'"conv1/kernel": 0.5'`.
+
+    Example:
+    >>> dict_lines("RATES = ", ['"a": 0.5'])
+    ['RATES = {"a": 0.5}']
+    """
+    one_line = f"{prefix}{{{', '.join(items)}}}"
+    if len(one_line) <= LINE_LIMIT:
+        return [one_line]
+    return [f"{prefix}{{", *[f"    {item}," for item in items], "}"]

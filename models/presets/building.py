@@ -1,8 +1,9 @@
 """Builds instructor links: a `Preset` as query parameters and a share link, from the screen.
 
-`preset_for` turns the current screen (model, data, freeze plan, settings) into a `Preset`,
-`preset_query` into query parameters (the inverse of `parse_query`) and `preset_link` into a
-link; `plan_steps` writes a freeze plan in the compact form the `frozen` parameter carries.
+`preset_for` turns the current screen (model, data, freeze plan, LoRA adapters, settings with
+per-layer learning rates) into a `Preset`, `preset_query` into query parameters (the inverse
+of `parse_query`) and `preset_link` into a link; `plan_steps` writes a freeze plan in the
+compact form the `frozen` parameter carries.
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ from typing import Any
 from models.applications import APPLICATION_ENTRIES
 from models.datasets import BUNDLED_DATASETS
 from models.export import freeze_statements
+from models.export.lora_code import lora_adapters
+from models.layer_rates import LayerRates
+from models.lora import LoraSetting
 from models.presets.parsing import parse_query
-from models.presets.preset import HIDEABLE_CONTROLS, MAX_PATHS, Preset
+from models.presets.preset import HIDEABLE_CONTROLS, MAX_PATHS, PARAMETERS, Preset
 from models.template import (
     IMAGENET_WEIGHTS,
     RANDOM_WEIGHTS,
@@ -68,6 +72,48 @@ def _plan_parameters(preset: Preset) -> dict[str, str | None]:
     return {"frozen": ",".join(preset.freeze_steps)}
 
 
+def _check_link_paths(what: str, parameter: str, paths: list[str]) -> None:
+    """Refuses paths a link cannot carry: commas (the list separator), too many."""
+    if any("," in path for path in paths):
+        raise ValueError(
+            f"A layer path of the {what} contains a comma, which the '{parameter}' parameter "
+            "cannot carry."
+        )
+    if len(paths) > MAX_PATHS:
+        raise ValueError(
+            f"The {what} names {len(paths)} layers; a link carries at most {MAX_PATHS}."
+        )
+
+
+def _lora_text(target: str, setting: LoraSetting) -> str:
+    """One `lora` item: "<target>:<rank>", with ":<alpha>" when the setting gives one."""
+    text = f"{target}:{setting.rank}"
+    return text if setting.alpha is None else f"{text}:{_format_float(setting.alpha)}"
+
+
+def _lora_parameters(preset: Preset) -> dict[str, str | None]:
+    """The LoRA part of a link: the `lora` items, in order."""
+    if preset.lora is None:
+        return {"lora": None}
+    _check_link_paths("LoRA adapters", "lora", [target for target, _ in preset.lora])
+    return {"lora": ",".join(_lora_text(target, setting) for target, setting in preset.lora)}
+
+
+def _rates_parameters(preset: Preset) -> dict[str, str | None]:
+    """The per-layer learning rates part of a link: rates, decay, decay_block, decay_base."""
+    rates = preset.layer_rates
+    if rates is None or rates == LayerRates():  # the app's default: nothing to carry
+        return {}
+    _check_link_paths("per-layer learning rates", "rates", [path for path, _ in rates.multipliers])
+    items = [f"{path}:{_format_float(multiplier)}" for path, multiplier in rates.multipliers]
+    return {
+        "rates": ",".join(items) if items else None,
+        "decay": _text_of(rates.decay_factor, _format_float),
+        "decay_block": None if rates.layers_per_block == 1 else str(rates.layers_per_block),
+        "decay_base": rates.base_path,
+    }
+
+
 def _setting_parameters(preset: Preset) -> dict[str, str | None]:
     """The training settings part of a link: epochs, lr, batch, opt and val."""
     return {
@@ -92,13 +138,18 @@ def _room_parameters(preset: Preset) -> dict[str, str | None]:
 def preset_query(preset: Preset) -> dict[str, str]:
     """The query parameters of a preset (the inverse of `parse_query`), for a share link.
 
-    Only the fields the preset sets are written, in the documented order.
+    Only the fields the preset sets are written, in the documented order (`PARAMETERS`).
 
     Args:
         preset: The preset.
 
     Returns:
-        `{name: value}`; `parse_query(preset_query(p))` gives back `p` and no notices.
+        `{name: value}`; `parse_query(preset_query(p))` gives back `p` and no notices (per-layer
+        rates equal to `LayerRates()`, which change nothing, are left out).
+
+    Raises:
+        ValueError: When a layer path of the plan, the LoRA adapters or the rates contains a
+            comma, or they name more layers than a link carries (`MAX_PATHS`).
 
     Example:
     >>> preset_query(Preset(model="resnet50", input_size=64, hidden=frozenset({"model"})))
@@ -109,7 +160,9 @@ def preset_query(preset: Preset) -> dict[str, str]:
     parameters = {
         **_model_parameters(preset),
         **_plan_parameters(preset),
+        **_lora_parameters(preset),
         **_setting_parameters(preset),
+        **_rates_parameters(preset),
         **_room_parameters(preset),
     }
     return {name: text for name, text in parameters.items() if text is not None}
@@ -146,40 +199,9 @@ def plan_steps(tree: LayerTree, frozen_paths: Iterable[str]) -> tuple[str, ...]:
     )
 
 
-def preset_for(
-    template_key: str,
-    dataset_key: str,
-    *,
-    tree: LayerTree | None = None,
-    freeze: str | None = None,
-    config: TrainingConfig | None = None,
-    hidden: Iterable[str] = (),
-    title: str = "",
-    message: str = "",
-) -> tuple[Preset, list[str]]:
-    """Builds the preset of the current screen, for an instructor's "share link" button.
-
-    Args:
-        template_key: `workspace.template.key`, e.g. "mobilenet_v2_035@96:random".
-        dataset_key: `workspace.dataset.name`.
-        tree: `workspace.tree`, to share its current freeze plan (compact steps), or None.
-        freeze: A named plan instead, e.g. "base" or "up_to:<path>".
-        config: The training settings to share, or None.
-        hidden: Controls to hide.
-        title: Heading for the room.
-        message: Message for the room.
-
-    Returns:
-        `(preset, notices)`: what a link cannot carry (an uploaded model or dataset, a plan
-        of more than `MAX_PATHS` steps) is left out with a notice.
-
-    Example:
-    >>> preset, notices = preset_for(workspace.template.key, workspace.dataset.name,
-    ...                              tree=workspace.tree, config=TrainingConfig())
-    >>> link = preset_link(preset, "http://workshop:8501/")
-    """
+def _screen_model(template_key: str, dataset_key: str, notices: list[str]) -> dict[str, str]:
+    """The model and data parameters of the current screen, where a link can carry them."""
     query: dict[str, str] = {}
-    notices: list[str] = []
     try:
         key = parse_model_key(template_key)
     except ValueError:  # not a key FreezeLab makes: a link cannot carry it either
@@ -204,21 +226,40 @@ def preset_for(
             f"The dataset {dataset_key!r} is not bundled, so a link cannot carry it; learners "
             "start on the default dataset."
         )
+    return query
+
+
+def _screen_plan(tree: LayerTree | None, freeze: str | None, notices: list[str]) -> dict[str, str]:
+    """The freeze plan parameter of the current screen: named, or the tree's own steps."""
     if freeze is not None:
-        query["freeze"] = freeze
-    elif tree is not None:
-        steps = plan_steps(tree, tree.frozen_paths())
-        if not steps:
-            query["freeze"] = "none"
-        elif len(steps) > MAX_PATHS or any("," in step for step in steps):
-            notices.append(
-                f"The freeze plan takes {len(steps)} steps, more than a link carries "
-                f"({MAX_PATHS}) or with commas in layer names; it was left out. Use a named "
-                "plan such as freeze=up_to:<path> instead."
-            )
-        else:
-            query["frozen"] = ",".join(steps)
-    extra = Preset(hidden=frozenset(hidden), title=title, message=message)
+        return {"freeze": freeze}
+    if tree is None:
+        return {}
+    steps = plan_steps(tree, tree.frozen_paths())
+    if not steps:
+        return {"freeze": "none"}
+    if len(steps) > MAX_PATHS or any("," in step for step in steps):
+        notices.append(
+            f"The freeze plan takes {len(steps)} steps, more than a link carries "
+            f"({MAX_PATHS}) or with commas in layer names; it was left out. Use a named "
+            "plan such as freeze=up_to:<path> instead."
+        )
+        return {}
+    return {"frozen": ",".join(steps)}
+
+
+def _screen_extras(
+    tree: LayerTree | None, config: TrainingConfig | None, extra: Preset, notices: list[str]
+) -> dict[str, str]:
+    """The LoRA adapters of the tree's model and the settings, where a link can carry them."""
+    if tree is not None:
+        adapters = tuple(lora_adapters(tree).items())
+        try:
+            extra = replace(extra, lora=adapters or None)
+            _lora_parameters(extra)
+        except ValueError as error:
+            notices.append(f"The LoRA adapters were left out of the link: {error}")
+            extra = replace(extra, lora=None)
     if config is not None:
         extra = replace(
             extra,
@@ -227,8 +268,56 @@ def preset_for(
             batch_size=config.batch_size,
             optimizer=config.optimizer,
             validation_fraction=config.validation_fraction,
+            layer_rates=config.layer_rates,
         )
-    query.update(preset_query(extra))
+        try:
+            _rates_parameters(extra)
+        except ValueError as error:
+            notices.append(f"The per-layer learning rates were left out of the link: {error}")
+            extra = replace(extra, layer_rates=None)
+    return preset_query(extra)
+
+
+def preset_for(
+    template_key: str,
+    dataset_key: str,
+    *,
+    tree: LayerTree | None = None,
+    freeze: str | None = None,
+    config: TrainingConfig | None = None,
+    hidden: Iterable[str] = (),
+    title: str = "",
+    message: str = "",
+) -> tuple[Preset, list[str]]:
+    """Builds the preset of the current screen, for an instructor's "share link" button.
+
+    Args:
+        template_key: `workspace.template.key`, e.g. "mobilenet_v2_035@96:random".
+        dataset_key: `workspace.dataset.name`.
+        tree: `workspace.tree`, to share its current freeze plan (compact steps) and the
+            LoRA adapters of its model (each layer's path, rank and alpha), or None.
+        freeze: A named plan instead, e.g. "base" or "up_to:<path>".
+        config: The training settings to share, per-layer learning rates included, or None.
+        hidden: Controls to hide.
+        title: Heading for the room.
+        message: Message for the room.
+
+    Returns:
+        `(preset, notices)`: what a link cannot carry (an uploaded model or dataset, a plan,
+        adapters or rates of more than `MAX_PATHS` layers or with commas in layer paths) is
+        left out with a notice.
+
+    Example:
+    >>> preset, notices = preset_for(workspace.template.key, workspace.dataset.name,
+    ...                              tree=workspace.tree, config=TrainingConfig())
+    >>> link = preset_link(preset, "http://workshop:8501/")
+    """
+    notices: list[str] = []
+    query = _screen_model(template_key, dataset_key, notices)
+    query.update(_screen_plan(tree, freeze, notices))
+    extra = Preset(hidden=frozenset(hidden), title=title, message=message)
+    query.update(_screen_extras(tree, config, extra, notices))
+    query = {name: query[name] for name in PARAMETERS if name in query}  # documented order
     preset, parse_notices = parse_query(query)
     return preset, notices + parse_notices
 

@@ -1,8 +1,9 @@
 """Reads an instructor link into a `Preset`, with a notice for each parameter it ignores.
 
 `parse_query` reads the query parameters (an invalid one is ignored with a notice naming it,
-its value and what is accepted) and `resolve_frozen_paths` turns a link's explicit plan into
-the frozen paths of the model in use.
+its value and what is accepted); `resolve_frozen_paths`, `resolve_lora` and
+`resolve_layer_rates` turn a link's explicit plan, LoRA adapters and per-layer learning rates
+into those of the model in use.
 """
 
 from __future__ import annotations
@@ -14,13 +15,20 @@ from typing import Any
 
 from models.applications import APPLICATION_ENTRIES, MAX_INPUT_SIZE, ApplicationEntry
 from models.datasets import BUNDLED_DATASETS
+from models.layer_rates import LayerRates, layer_multipliers
 from models.limits import (
     BATCH_SIZE_RANGE,
+    DECAY_FACTOR_RANGE,
     EPOCHS_RANGE,
+    LAYERS_PER_BLOCK_RANGE,
     LEARNING_RATE_RANGE,
+    LORA_ALPHA_RANGE,
+    LORA_RANK_RANGE,
+    MULTIPLIER_RANGE,
     TOP_LAYERS_RANGE,
     VALIDATION_FRACTION_RANGE,
 )
+from models.lora import LORA_TARGETS, LoraSetting, lora_targets, why_not_lora
 from models.plans import NAMED_PLANS, FreezePlan, PlanKind
 from models.presets.preset import (
     HIDEABLE_CONTROLS,
@@ -33,7 +41,7 @@ from models.presets.preset import (
     Preset,
 )
 from models.template import BUNDLED_MODEL_KEYS, IMAGENET_WEIGHTS, WEIGHT_CHOICES
-from models.training import OPTIMIZERS
+from models.training import OPTIMIZERS, TrainingConfig
 from models.tree import LayerTree, format_paths
 from models.validation import number_phrase, whole_number_phrase
 
@@ -48,6 +56,8 @@ _FRACTION_SETTINGS = (
     ("val", "validation_fraction", VALIDATION_FRACTION_RANGE, "the validation fraction"),
 )
 _TEXTS = (("title", "title", MAX_TITLE_LENGTH), ("msg", "message", MAX_MESSAGE_LENGTH))
+_EXAMPLES = {"lr": "0.001", "decay": "0.5"}  # a typical value, said in a notice ("0.2" else)
+_RATE_PARAMETERS = ("rates", "decay", "decay_block", "decay_base")
 
 
 def _shown(value: str) -> str:
@@ -104,7 +114,7 @@ def _fraction(
     if not math.isfinite(number) or not inside:
         notices.append(
             f"URL parameter {name}={_shown(text)} was ignored: {what} must be "
-            f"{number_phrase(low, high)}, e.g. {'0.001' if name == 'lr' else '0.2'}."
+            f"{number_phrase(low, high)}, e.g. {_EXAMPLES.get(name, '0.2')}."
         )
         return None
     return number
@@ -153,6 +163,49 @@ def _parse_frozen(value: str | list[str], notices: list[str]) -> tuple[str, ...]
         )
         return None
     return tuple(steps)
+
+
+def _link_path(text: str) -> bool:
+    """Whether a link can carry `text` as a layer path: non-empty, printable, bounded."""
+    return bool(text) and len(text) <= MAX_PATH_LENGTH and text.isprintable()
+
+
+def _number(text: str, low: float, high: float) -> float | None:
+    """`text` as a finite number in `[low, high]`, else None."""
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) and low <= number <= high else None
+
+
+def _lora_item(item: str) -> tuple[str, LoraSetting] | None:
+    """One `lora` item, "<target>:<rank>" or "<target>:<rank>:<alpha>", or None.
+
+    A target may itself hold colons: "<target>:<rank>:<alpha>" is tried first, then
+    "<target>:<rank>" (a link written by `preset_query` is read back exactly).
+    """
+    candidates = []
+    parts = item.rsplit(":", 2)
+    if len(parts) == 3:
+        candidates.append((parts[0], parts[1], parts[2]))
+    parts = item.rsplit(":", 1)
+    if len(parts) == 2:
+        candidates.append((parts[0], parts[1], None))
+    for target, rank_text, alpha_text in candidates:
+        rank = _number(rank_text, *LORA_RANK_RANGE)
+        alpha = None if alpha_text is None else _number(alpha_text, *LORA_ALPHA_RANGE)
+        whole = rank is not None and rank_text.strip().isdigit()
+        if _link_path(target) and whole and (alpha_text is None or alpha is not None):
+            return target, LoraSetting(int(rank), alpha)
+    return None
+
+
+def _rate_item(item: str) -> tuple[str, float] | None:
+    """One `rates` item, "<layer path>:<multiplier>", or None."""
+    path, _, text = item.rpartition(":")
+    multiplier = _number(text, *MULTIPLIER_RANGE)
+    return (path, multiplier) if _link_path(path) and multiplier is not None else None
 
 
 @dataclass(frozen=True)
@@ -263,6 +316,94 @@ def _parse_plan(query: _Query) -> tuple[str | None, tuple[str, ...] | None]:
     return freeze, steps
 
 
+def _parse_lora(query: _Query) -> tuple[tuple[str, LoraSetting], ...] | None:
+    """The `lora` parameter: its valid items in order; None when it gives none."""
+    if "lora" not in query.params:
+        return None
+    items = _items(query.params["lora"])
+    if len(items) > MAX_PATHS:
+        query.notices.append(
+            f"URL parameter 'lora' was ignored: it names {len(items)} adapters, more than the "
+            f"{MAX_PATHS} a link carries. Use a recipe such as lora=dense:4."
+        )
+        return None
+    adapters = []
+    for item in items:
+        adapter = _lora_item(item)
+        if adapter is None:
+            query.notices.append(
+                f"URL parameter lora={_shown(item)} was ignored: expected "
+                f"'<layer path>:<rank>' or '<layer path>:<rank>:<alpha>', or a recipe of "
+                f"{list(LORA_TARGETS)} in place of the path (e.g. 'dense:4'), with the rank "
+                f"{whole_number_phrase(*LORA_RANK_RANGE)} and alpha "
+                f"{number_phrase(*LORA_ALPHA_RANGE)}."
+            )
+        else:
+            adapters.append(adapter)
+    return tuple(adapters) or None
+
+
+def _parse_multipliers(query: _Query) -> tuple[tuple[str, float], ...] | None:
+    """The `rates` parameter: its valid "<layer path>:<multiplier>" items in order."""
+    if "rates" not in query.params:
+        return None
+    items = _items(query.params["rates"])
+    if len(items) > MAX_PATHS:
+        query.notices.append(
+            f"URL parameter 'rates' was ignored: it names {len(items)} layers, more than the "
+            f"{MAX_PATHS} a link carries. Give the multiplier to a parent layer instead."
+        )
+        return None
+    pairs = []
+    for item in items:
+        pair = _rate_item(item)
+        if pair is None:
+            query.notices.append(
+                f"URL parameter rates={_shown(item)} was ignored: expected "
+                f"'<layer path>:<multiplier>' with the multiplier "
+                f"{number_phrase(*MULTIPLIER_RANGE)} (0 stops the layer, 1 is the base rate), "
+                f"e.g. 'transfer_model/feature_extractor:0.1'."
+            )
+        else:
+            pairs.append(pair)
+    return tuple(pairs)
+
+
+def _parse_layer_rates(query: _Query, learning_rate: float | None) -> LayerRates | None:
+    """The `rates`, `decay`, `decay_block` and `decay_base` parameters as one `LayerRates`."""
+    if not any(name in query.params for name in _RATE_PARAMETERS):
+        return None
+    arguments: dict[str, Any] = {"multipliers": _parse_multipliers(query) or ()}
+    text = query.get("decay")
+    if text is not None:
+        what = "the layer-wise decay factor"
+        factor = _fraction("decay", text, *DECAY_FACTOR_RANGE, what, query.notices, open_low=False)
+        arguments["decay_factor"] = factor
+    text = query.get("decay_block")
+    if text is not None:
+        what = "the layers per decay block"
+        size = _whole("decay_block", text, *LAYERS_PER_BLOCK_RANGE, what, query.notices)
+        if size is not None:
+            arguments["layers_per_block"] = size
+    text = query.get("decay_base")
+    if text is not None and _link_path(text):
+        arguments["base_path"] = text
+    elif text is not None:
+        query.notices.append(
+            f"URL parameter decay_base={_shown(text)} was ignored: expected the path of the "
+            f"nested model the decay runs over, of at most {MAX_PATH_LENGTH} printable "
+            "characters, e.g. 'transfer_model/feature_extractor'."
+        )
+    try:
+        rates = LayerRates(**arguments)
+        if learning_rate is not None:
+            TrainingConfig(learning_rate=learning_rate, layer_rates=rates)
+    except ValueError as error:
+        query.notices.append(f"URL parameters {', '.join(_RATE_PARAMETERS)} were ignored: {error}")
+        return None
+    return None if rates == LayerRates() else rates  # nothing valid: the app's default
+
+
 def _parse_optimizer(query: _Query) -> str | None:
     """The `opt` parameter: an optimizer key of `OPTIMIZERS`, in any case."""
     optimizer = query.get("opt")
@@ -358,7 +499,9 @@ def parse_query(
     fields["pretrained"] = _parse_weights(query, entry)
     fields["dataset"] = _parse_data(query)
     fields["freeze"], fields["freeze_steps"] = _parse_plan(query)
+    fields["lora"] = _parse_lora(query)
     fields.update(_parse_settings(query))
+    fields["layer_rates"] = _parse_layer_rates(query, fields.get("learning_rate"))
     fields["hidden"] = _parse_hidden(query)
     fields.update(_parse_texts(query))
     preset = Preset(**{key: value for key, value in fields.items() if value is not None})
@@ -406,4 +549,85 @@ def resolve_frozen_paths(
     return frozenset(frozen), notices
 
 
-__all__ = ["parse_query", "resolve_frozen_paths"]
+def resolve_lora(
+    preset: Preset, tree: LayerTree, base_path: str | None = None
+) -> tuple[dict[str, LoraSetting] | None, list[str]]:
+    """The LoRA adapters of a preset, as the adapters of the model in use.
+
+    Applies the items in order, a later one winning for a layer named twice: a recipe of
+    `models.lora.LORA_TARGETS` puts its setting on every layer of the base it names
+    (`models.lora.lora_targets`), a layer path on that layer. Layers the model does not have
+    or Keras cannot adapt are skipped with a notice.
+
+    Args:
+        preset: The preset.
+        tree: The `LayerTree` of the user's model (after the preset's model and data).
+        base_path: The path of the base the recipes run on; None for
+            `tree.default_base_path()`.
+
+    Returns:
+        `(adapters, notices)`: path -> `LoraSetting` (for `Workspace.set_lora`), or None when
+        the preset sets no adapters.
+
+    Example:
+    >>> adapters, notices = resolve_lora(preset, workspace.tree, workspace.base_path)
+    >>> if adapters is not None: workspace.set_lora(adapters)
+    """
+    if preset.lora is None:
+        return None, []
+    base = tree.default_base_path() if base_path is None else base_path
+    adapters: dict[str, LoraSetting] = {}
+    missing: list[str] = []
+    notices: list[str] = []
+    for target, setting in preset.lora:
+        if target in LORA_TARGETS:
+            layers = lora_targets(tree.layer(base), target)
+            adapters.update({tree.path_of(layer): setting for layer in layers})
+            if not layers:
+                notices.append(
+                    f"The link's LoRA recipe {target!r} ({LORA_TARGETS[target]}) names no "
+                    "layer of this model's base; it was skipped."
+                )
+        elif target not in tree:
+            missing.append(target)
+        elif (reason := why_not_lora(tree.layer(target))) is not None:
+            notices.append(f"The link's LoRA adapter on '{target}' was skipped: {reason}")
+        else:
+            adapters[tree.canonical_path(target)] = setting
+    if missing:
+        notices.insert(
+            0,
+            f"The link puts LoRA adapters on {len(missing)} layer(s) the current model does "
+            f"not have, which were skipped: {format_paths(missing)}.",
+        )
+    return adapters, notices
+
+
+def resolve_layer_rates(preset: Preset, tree: LayerTree) -> tuple[LayerRates | None, list[str]]:
+    """The per-layer learning rates of a preset, if they fit the model in use.
+
+    Args:
+        preset: The preset.
+        tree: The `LayerTree` of the user's model (after the preset's model and data).
+
+    Returns:
+        `(rates, notices)`: the preset's `layer_rates`, or None (with a notice saying why)
+        when they name a layer or base the model does not have; None without a notice when
+        the preset has none.
+
+    Example:
+    >>> rates, notices = resolve_layer_rates(preset, workspace.tree)
+    """
+    if preset.layer_rates is None:
+        return None, []
+    try:
+        layer_multipliers(preset.layer_rates, tree)
+    except ValueError as error:
+        return None, [
+            f"The link's per-layer learning rates do not fit the current model and were left "
+            f"out (every layer trains at the base rate): {error}"
+        ]
+    return preset.layer_rates, []
+
+
+__all__ = ["parse_query", "resolve_frozen_paths", "resolve_layer_rates", "resolve_lora"]

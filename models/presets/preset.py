@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from models.layer_rates import LayerRates
+from models.lora import LoraSetting
 from models.plans import FreezePlan
 from models.run_store import SESSION_QUERY_PARAMETER
 from models.training import TrainingConfig
@@ -30,11 +32,16 @@ PARAMETERS: tuple[str, ...] = (
     "data",
     "freeze",
     "frozen",
+    "lora",
     "epochs",
     "lr",
     "batch",
     "opt",
     "val",
+    "rates",
+    "decay",
+    "decay_block",
+    "decay_base",
     "hide",
     "title",
     "msg",
@@ -54,11 +61,17 @@ class Preset:
         freeze_steps: Explicit plan as top-down steps (`models.export.freeze_statements`):
             "path" freezes a layer and everything inside it, "!path" makes them trainable
             again; replaces `freeze`. `resolve_frozen_paths` turns it into frozen paths.
+        lora: LoRA adapters as `(target, LoraSetting)` pairs, applied in order: a target is
+            a layer path or a bulk recipe of `models.lora.LORA_TARGETS` ("dense",
+            "attention") run on the base. `resolve_lora` turns them into the adapters of the
+            model in use; None keeps the model's own (none on a new session).
         epochs: Epochs.
         learning_rate: Learning rate.
         batch_size: Batch size.
         optimizer: Optimizer key of `models.training.OPTIMIZERS`.
         validation_fraction: Share of the data held out for validation.
+        layer_rates: Per-layer learning rates (`models.layer_rates.LayerRates`): layer
+            multipliers and layer-wise decay; None keeps the app's (none).
         hidden: Controls to hide, from `HIDEABLE_CONTROLS`.
         title: Heading for the room (plain text: render it escaped).
         message: Message for the room (plain text: render it escaped).
@@ -70,11 +83,13 @@ class Preset:
     dataset: str | None = None
     freeze: str | None = None
     freeze_steps: tuple[str, ...] | None = None
+    lora: tuple[tuple[str, LoraSetting], ...] | None = None
     epochs: int | None = None
     learning_rate: float | None = None
     batch_size: int | None = None
     optimizer: str | None = None
     validation_fraction: float | None = None
+    layer_rates: LayerRates | None = None
     hidden: frozenset[str] = frozenset()
     title: str = ""
     message: str = ""
@@ -104,11 +119,18 @@ class Preset:
             defaults: The settings to start from; None for `TrainingConfig()`.
 
         Returns:
-            A `TrainingConfig`.
+            A `TrainingConfig`, with the preset's per-layer learning rates when it has some.
+
+        Raises:
+            ValueError: When the per-layer rates would give a layer a learning rate above
+                `models.limits.LEARNING_RATE_RANGE` with the resulting learning rate
+                (`parse_query` already refuses rates that do with the link's own `lr`).
 
         Example:
         >>> Preset(epochs=5).training_config().epochs
         5
+        >>> Preset(layer_rates=LayerRates(decay_factor=0.5)).training_config().layer_rates
+        LayerRates(multipliers=(), decay_factor=0.5, layers_per_block=1, base_path=None)
         """
         config = defaults or TrainingConfig()
         changes = {
@@ -119,6 +141,7 @@ class Preset:
                 ("batch_size", self.batch_size),
                 ("optimizer", self.optimizer),
                 ("validation_fraction", self.validation_fraction),
+                ("layer_rates", self.layer_rates),
             )
             if value is not None
         }
