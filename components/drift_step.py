@@ -12,11 +12,14 @@ from components.figures import (
     graded_motion_figure,
     lora_drift_table,
     state_drift_figure,
+    step_statistics_figure,
 )
 from components.state import escape_markdown
+from models.diagnostics import TOO_FAST_RATIO, TOO_SLOW_RATIO, speed_verdicts
 from models.drift import EFFECTIVE_KERNEL_KIND, VerificationResult
 from models.export import download_file_name, drift_csv_bytes
 from models.snapshot import RunSnapshot, VerificationSummary
+from models.tree import format_paths
 
 MAX_LINE_LAYERS = 40
 MAX_LORA_LINES = 6  # LoRA layers summarised in words; the table lists every one
@@ -64,6 +67,7 @@ def render_drift(run: RunSnapshot) -> None:
                 annotation_text=boundary.name, annotation_position="top left",
             )  # fmt: skip
     st.plotly_chart(lines, width="stretch", key=f"{prefix}_drift_lines")
+    render_step_statistics(run)
     if live:
         return  # keep live refreshes light: the training thread needs the CPU more
     left, right = st.columns(2)
@@ -140,3 +144,50 @@ def render_lora_drift(run: RunSnapshot) -> None:
         width="stretch",
         key=f"run{run.run_id}_lora_lines",
     )
+
+
+def render_step_statistics(run: RunSnapshot) -> None:
+    """Shows how fast each training layer moves per step, against the 1e-3 rule of thumb."""
+    frame = run.step_statistics
+    if frame.empty:
+        return
+    st.subheader("Gradients and updates per step")
+    st.caption(
+        "For each layer that trains, at the drift's record points: the update-to-weight ratio "
+        "‖ΔW‖ / ‖W‖ of the last step (around 1e-3 is the usual rule of thumb, CS231n; the "
+        "green band is 1e-4 to 1e-2) and the gradient norm ‖g‖. Measured inside the training "
+        "step by the optimizer, so the updates are the same as without it."
+    )
+    verdicts = speed_verdicts(frame)
+    fast, slow = verdicts["too_fast"], verdicts["too_slow"]
+    if fast:
+        st.warning(
+            f"Too fast (ratio above {TOO_FAST_RATIO:g} at the last record): "
+            f"{escape_markdown(format_paths(fast))}. A lower learning rate for these layers "
+            "(Per-layer learning rates) would move them less.",
+            icon=":material/speed:",
+        )
+    if slow:
+        st.info(
+            f"Barely moving (ratio below {TOO_SLOW_RATIO:g}): "
+            f"{escape_markdown(format_paths(slow))}. They train but learn little at this rate."
+        )
+    if not fast and not slow:
+        st.success(
+            f"Every layer that trains moves within {TOO_SLOW_RATIO:g} to {TOO_FAST_RATIO:g} of "
+            "its weights per step."
+        )
+    order = list(run.layer_order)
+    left, right = st.columns(2)
+    with left:
+        st.plotly_chart(
+            step_statistics_figure(frame, "update_ratio", layer_order=order),
+            width="stretch",
+            key=f"run{run.run_id}_update_ratio",
+        )
+    with right:
+        st.plotly_chart(
+            step_statistics_figure(frame, "gradient_norm", layer_order=order),
+            width="stretch",
+            key=f"run{run.run_id}_gradient_norm",
+        )

@@ -184,6 +184,10 @@ class Job(Protocol):
     def drift_frame(self) -> pd.DataFrame:
         """Every drift record so far, one row per layer, step and kind."""
 
+    def step_statistics_frame(self) -> pd.DataFrame:
+        """Every gradient and update record so far, one row per training layer and record
+        point (`models.diagnostics.StepStatisticsRecorder.frame`)."""
+
     def proof(self) -> VerificationResult | None:
         """The bitwise check of the frozen layers; None while no drift was recorded yet."""
 

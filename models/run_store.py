@@ -176,6 +176,12 @@ def _record_json(run: RunSnapshot, csv_name: str) -> dict[str, Any]:
         },
         "layer_multipliers": dict(run.layer_multipliers),
         "pretraining_accuracy": run.pretraining_accuracy,
+        "step_statistics": {
+            "csv": run.step_statistics.to_csv(index=False),
+            "columns": [str(column) for column in run.step_statistics.columns],
+            "dtypes": [str(dtype) for dtype in run.step_statistics.dtypes],
+            "rows": len(run.step_statistics),
+        },
         "drift_file": csv_name,
         "drift_columns": [str(column) for column in run.drift.columns],
         "drift_dtypes": [str(dtype) for dtype in run.drift.dtypes],
@@ -228,6 +234,17 @@ def _settings_from_json(data: dict[str, Any]) -> TrainingConfig:
         names = TrainingConfig.__dataclass_fields__
         stored = {key: value for key, value in training.items() if key in names}
     return TrainingConfig(**stored)
+
+
+def _step_statistics_from_json(data: Any) -> pd.DataFrame:
+    """The gradient and update records (an empty frame for a run stored before them)."""
+    if data is None:
+        return pd.DataFrame()
+    columns = [str(column) for column in data["columns"]]
+    dtypes = [str(dtype) for dtype in data["dtypes"]]
+    if not columns:
+        return pd.DataFrame()
+    return _drift_from_csv(str(data["csv"]), columns, dtypes, int(data["rows"]))
 
 
 def _optional_float(value: Any) -> float | None:
@@ -305,6 +322,7 @@ def _stored_run_from_json(data: Any, csv_text: str) -> RunSnapshot:
             for path, multiplier in data.get("layer_multipliers", {}).items()
         },
         pretraining_accuracy=_optional_float(data.get("pretraining_accuracy")),
+        step_statistics=_step_statistics_from_json(data.get("step_statistics")),
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from models.diagnostics import StepStatisticsRecorder
 from models.drift import DriftRecorder, VerificationResult
 from models.job import DoneCallbacks, JobState, PhaseBoundary, TrainingProgress
 from models.limits import (
@@ -184,6 +185,9 @@ class ScheduledJob:
         self.config = replace(config, epochs=sum(phase.epochs for phase in self.phases))
         self.slots = slots
         self.recorder = DriftRecorder(tree, every_n_batches=config.drift_every_batches)
+        self.step_recorder = StepStatisticsRecorder(
+            tree, every_n_batches=config.drift_every_batches
+        )
         self._base_config = config
         self._jobs: list[TrainingJob] = []
         self._cancel = threading.Event()
@@ -232,6 +236,7 @@ class ScheduledJob:
                     ),
                     tree=self.tree,
                     recorder=self.recorder,
+                    step_recorder=self.step_recorder,
                 )
                 self._jobs.append(job)
                 if self._cancel.is_set():  # a Stop that came while this phase was set up
@@ -335,6 +340,10 @@ class ScheduledJob:
     def drift_frame(self) -> pd.DataFrame:
         """Drift since the very start, across all phases."""
         return self.recorder.frame()
+
+    def step_statistics_frame(self) -> pd.DataFrame:
+        """Gradient and update records across all phases (steps counted from the start)."""
+        return self.step_recorder.frame()
 
     def verification(self) -> VerificationResult:
         """Bitwise check of the layers frozen in every phase (taken when the schedule ended)."""

@@ -88,6 +88,8 @@ class RunSnapshot:
             multiplier, the layers with weights); empty without them.
         pretraining_accuracy: A bundled base's accuracy on its pretraining task (digits 0-4)
             after the run (`models.forgetting`); None for other bases or while it trains.
+        step_statistics: The gradient and update records (`Job.step_statistics_frame()`,
+            `models.diagnostics`); empty when left out or for a run stored before them.
     """
 
     run_id: int
@@ -113,6 +115,7 @@ class RunSnapshot:
     adapter_parameters: Mapping[str, int] = field(default_factory=dict)
     layer_multipliers: Mapping[str, float] = field(default_factory=dict)
     pretraining_accuracy: float | None = None
+    step_statistics: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def display_name(self) -> str:
@@ -149,8 +152,8 @@ class RunSnapshot:
         Args:
             run: The run; its job is read through the `models.job.Job` protocol.
             config: The run config to keep with it (for export and restore), if known.
-            include_drift: False leaves the drift records out (an empty frame): cheaper for
-                views that refresh every second and show no drift.
+            include_drift: False leaves the drift and step-statistics records out (empty
+                frames): cheaper for views that refresh every second and show neither.
 
         Returns:
             The `RunSnapshot`; its proof is set once the run has ended.
@@ -188,4 +191,5 @@ class RunSnapshot:
             adapter_parameters=dict(getattr(run, "adapter_parameters", {})),
             layer_multipliers=dict(getattr(run, "layer_multipliers", {})),
             pretraining_accuracy=getattr(run, "pretraining_accuracy", None),
+            step_statistics=job.step_statistics_frame() if include_drift else pd.DataFrame(),
         )

@@ -23,10 +23,20 @@ import keras
 import numpy as np
 import pandas as pd
 
+from models.diagnostics import (
+    StepStatisticsOptimizer,
+    StepStatisticsRecorder,
+    plain_state,
+    step_statistics_optimizer_class,
+)
 from models.drift import DriftRecorder, VerificationResult
 from models.failures import describe_training_error
 from models.job import DoneCallbacks, JobState, PhaseBoundary, TrainingProgress
-from models.layer_rates import LayerRateOptimizer, layer_rate_optimizer, variable_multipliers
+from models.layer_rates import (
+    LayerRateOptimizer,
+    layer_rate_optimizer_class,
+    variable_multipliers,
+)
 from models.prefix_cache import (
     ExecutionPlan,
     build_head_model,
@@ -168,6 +178,7 @@ class TrainingJob:
         use_prefix_cache: bool | None = None,
         slots: TrainingSlots | None = None,
         recorder: DriftRecorder | None = None,
+        step_recorder: StepStatisticsRecorder | None = None,
     ) -> None:
         if use_prefix_cache not in (None, True, False):
             raise TypeError(
@@ -190,6 +201,10 @@ class TrainingJob:
             )
         # A recorder passed in (a later phase of a schedule) keeps the first phase's start.
         self.recorder = recorder or DriftRecorder(
+            self.tree, every_n_batches=self.config.drift_every_batches
+        )
+        # Gradient and update norms per layer, at the drift's record points.
+        self.step_recorder = step_recorder or StepStatisticsRecorder(
             self.tree, every_n_batches=self.config.drift_every_batches
         )
         self.frozen_paths: frozenset[str] = self.tree.frozen_paths()
@@ -297,10 +312,15 @@ class TrainingJob:
     # ------------------------------------------------------------------------- lifecycle
     def compile(self) -> None:
         """Compiles the model with a fresh optimizer, so the current freeze flags take effect."""
-        self.model.compile(optimizer=self.build_optimizer(), loss=self.loss, metrics=["accuracy"])
+        optimizer = self.build_optimizer(step_statistics=True)
+        self.model.compile(optimizer=optimizer, loss=self.loss, metrics=["accuracy"])
 
-    def build_optimizer(self) -> keras.optimizers.Optimizer:
+    def build_optimizer(self, *, step_statistics: bool = False) -> keras.optimizers.Optimizer:
         """Returns a fresh optimizer for this run, with the config's per-layer rates if any.
+
+        Args:
+            step_statistics: Also keep each step's gradient, update and weight norms
+                (`models.diagnostics`; the updates are bitwise the same), as a run does.
 
         Returns:
             The config's optimizer at its learning rate; when `config.layer_rates` gives some
@@ -312,12 +332,14 @@ class TrainingJob:
         >>> job.build_optimizer().learning_rate
         """
         optimizer_class = OPTIMIZERS[self.config.optimizer]
+        arguments: dict[str, Any] = {"learning_rate": self.config.learning_rate}
         multipliers = self._variable_multipliers()
         if any(multiplier != 1.0 for _, multiplier in multipliers):
-            return layer_rate_optimizer(
-                optimizer_class, multipliers, learning_rate=self.config.learning_rate
-            )
-        return optimizer_class(learning_rate=self.config.learning_rate)
+            optimizer_class = layer_rate_optimizer_class(optimizer_class)
+            arguments["variable_multipliers"] = multipliers
+        if step_statistics:
+            optimizer_class = step_statistics_optimizer_class(optimizer_class)
+        return optimizer_class(**arguments)
 
     def _variable_multipliers(self) -> list[tuple[keras.Variable, float]]:
         """The config's per-layer rates resolved on the current tree (empty without them)."""
@@ -333,16 +355,19 @@ class TrainingJob:
         would refuse to load the file.
 
         Args:
-            trained: The layer-rate optimizer that trained the model, whose state (moments,
-                iterations) the plain one takes over, as the saved file would have held it.
+            trained: The FreezeLab optimizer that trained the model (layer rates, step
+                statistics), whose state (moments, iterations) the plain one takes over, as the
+                saved file would have held it.
         """
         optimizer = OPTIMIZERS[self.config.optimizer](learning_rate=self.config.learning_rate)
         self.model.compile(optimizer=optimizer, loss=self.loss, metrics=["accuracy"])
         if trained is not None and trained.built:
             optimizer.build(self.model.trainable_variables)
-            # The layer-rate class adds no variables: the two hold the same state, in order.
-            if [v.shape for v in optimizer.variables] == [v.shape for v in trained.variables]:
-                optimizer.set_weights([variable.numpy() for variable in trained.variables])
+            # The layer-rate class adds no variables and the statistics are the last one: the
+            # plain state is the same, in order.
+            state = plain_state(trained)
+            if [v.shape for v in optimizer.variables] == [v.shape for v in state]:
+                optimizer.set_weights([variable.numpy() for variable in state])
 
     def run(self) -> TrainingProgress:
         """Trains in the calling thread until done, cancelled or failed.
@@ -429,7 +454,7 @@ class TrainingJob:
         )
 
     def _callbacks(self) -> list[keras.callbacks.Callback]:
-        return [self.recorder, _ProgressCallback(self)]
+        return [self.recorder, self.step_recorder, _ProgressCallback(self)]
 
     def _fit_plain(self) -> None:
         """Compiles the whole model afresh and fits it (arrays or tf.data)."""
@@ -454,7 +479,7 @@ class TrainingJob:
         try:
             self.model.fit(**fit_arguments)
         finally:
-            if isinstance(self.model.optimizer, LayerRateOptimizer):
+            if isinstance(self.model.optimizer, (LayerRateOptimizer, StepStatisticsOptimizer)):
                 self._compile_plain(trained=self.model.optimizer)
 
     def _fit_cached(self) -> None:
@@ -496,7 +521,11 @@ class TrainingJob:
         head_model = build_head_model(self.model, plan, plan.feature_shape)
         # The head's variables are the original model's, so per-layer rates resolved on the
         # whole model's tree apply to them unchanged.
-        head_model.compile(optimizer=self.build_optimizer(), loss=self.loss, metrics=["accuracy"])
+        head_model.compile(
+            optimizer=self.build_optimizer(step_statistics=True),
+            loss=self.loss,
+            metrics=["accuracy"],
+        )
         self._compile_plain()  # the whole model ends compiled too, as on the plain path
         fit_arguments: dict[str, Any] = {
             "x": train_features,
@@ -609,6 +638,10 @@ class TrainingJob:
     def drift_frame(self) -> pd.DataFrame:
         """Returns the drift records (see `DriftRecorder.frame`)."""
         return self.recorder.frame()
+
+    def step_statistics_frame(self) -> pd.DataFrame:
+        """Returns the gradient and update records (see `StepStatisticsRecorder.frame`)."""
+        return self.step_recorder.frame()
 
     def verification(self) -> VerificationResult:
         """Returns the bitwise check that every frozen layer kept its weights and state.

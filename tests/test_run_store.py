@@ -111,6 +111,9 @@ def test_round_trip_of_a_real_run_keeps_every_value(tmp_path, finished_run):
     assert loaded.adapter_parameters == {"transfer_model/classifier": 32 * 2 + 2 * 5}
     assert set(loaded.drift.kind) == {"weights", "state", "effective_kernel"}
     assert loaded.pretraining_accuracy == run.pretraining_accuracy == 1.0  # the base was frozen
+    statistics = run.job.step_statistics_frame()
+    assert not statistics.empty
+    pd.testing.assert_frame_equal(loaded.step_statistics, statistics, check_exact=True)
 
 
 def test_round_trip_keeps_nan_infinity_and_dtypes(tmp_path):

@@ -15,6 +15,7 @@ Modules:
 - `training`: the training curves.
 - `comparison`: several runs' curves and final drift compared.
 - `rates`: per-layer learning rates and the graded motion they produce.
+- `diagnostics`: update-to-weight ratios and gradient norms over training.
 
 Example:
 >>> from components.figures import drift_lines_figure, training_curves_figure
@@ -26,6 +27,7 @@ from components.figures.comparison import (
     comparison_curves_figure,
     comparison_drift_figure,
 )
+from components.figures.diagnostics import step_statistics_figure
 from components.figures.drift import (
     drift_heatmap_figure,
     drift_lines_figure,
@@ -79,5 +81,6 @@ __all__ = [
     "layer_rates_figure",
     "lora_drift_table",
     "state_drift_figure",
+    "step_statistics_figure",
     "training_curves_figure",
 ]
