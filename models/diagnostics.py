@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 from keras import ops
 
+from models.optimizer_mixins import mixed_optimizer_class
 from models.tree import LayerTree
 from models.validation import check_whole_number
 
@@ -138,9 +139,6 @@ def _snapshot(variable: Any) -> Any:
     return ops.convert_to_tensor(variable)
 
 
-_CLASSES: dict[type, type] = {}
-
-
 def step_statistics_optimizer_class(
     optimizer_class: type[keras.optimizers.Optimizer],
 ) -> type[keras.optimizers.Optimizer]:
@@ -158,32 +156,13 @@ def step_statistics_optimizer_class(
     >>> step_statistics_optimizer_class(keras.optimizers.SGD).__name__
     'StepStatisticsSGD'
     """
-    if not (
-        isinstance(optimizer_class, type)
-        and issubclass(optimizer_class, keras.optimizers.Optimizer)
-    ):
-        raise TypeError(
-            "`optimizer_class` must be a Keras optimizer class such as keras.optimizers.Adam; "
-            f"received {optimizer_class!r:.80}."
-        )
-    if issubclass(optimizer_class, StepStatisticsOptimizer):
-        return optimizer_class
-    if optimizer_class not in _CLASSES:
-        name = f"StepStatistics{optimizer_class.__name__}"
-        subclass = type(
-            name,
-            (StepStatisticsOptimizer, optimizer_class),
-            {
-                "__module__": __name__,
-                "__qualname__": name,
-                "__doc__": f"{optimizer_class.__name__} that keeps each step's gradient, update "
-                "and weight norms (see `models.diagnostics`).",
-            },
-        )
-        _CLASSES[optimizer_class] = keras.saving.register_keras_serializable(
-            package="FreezeLab", name=name
-        )(subclass)
-    return _CLASSES[optimizer_class]
+    return mixed_optimizer_class(
+        StepStatisticsOptimizer,
+        optimizer_class,
+        prefix="StepStatistics",
+        doc=f"{getattr(optimizer_class, '__name__', optimizer_class)} that keeps each step's "
+        "gradient, update and weight norms (see `models.diagnostics`).",
+    )
 
 
 def step_statistics_optimizer(

@@ -31,14 +31,18 @@ CLASSIFIER_NAME = "classifier"
 
 
 @functools.lru_cache(maxsize=len(BUNDLED_MODEL_KEYS))
-def _original_classifier(key: str) -> tuple[np.ndarray, np.ndarray]:
-    """The bundled model's own classifier kernel and bias (read once per process, read-only)."""
+def _pretraining_task(key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The task's images and labels and the bundled model's own classifier kernel and bias
+    (read once per process per base, read-only)."""
     kernel, bias = (
         np.array(weight, copy=True)
         for weight in load_pretrained_model(key).get_layer(CLASSIFIER_NAME).get_weights()
     )
-    kernel.flags.writeable = bias.flags.writeable = False
-    return kernel, bias
+    data = load_bundled_dataset(PRETRAINING_TASK)
+    arrays = (np.array(data.x, copy=True), np.array(data.y, copy=True), kernel, bias)
+    for array in arrays:
+        array.flags.writeable = False
+    return arrays
 
 
 def pretraining_task_accuracy(template_key: str, base: keras.layers.Layer) -> float | None:
@@ -59,10 +63,9 @@ def pretraining_task_accuracy(template_key: str, base: keras.layers.Layer) -> fl
     key = parse_model_key(template_key)
     if key.kind is not ModelKind.BUNDLED:
         return None
-    kernel, bias = _original_classifier(key.catalogue_key)
-    data = load_bundled_dataset(PRETRAINING_TASK)
-    features = np.asarray(keras.ops.convert_to_numpy(base(data.x, training=False)))
+    x, y, kernel, bias = _pretraining_task(key.catalogue_key)
+    features = np.asarray(keras.ops.convert_to_numpy(base(x, training=False)))
     if features.shape[-1] != kernel.shape[0]:
         return None  # not the bundled base's features (a changed architecture)
     predictions = np.argmax(features @ kernel + bias, axis=1)
-    return float(np.mean(predictions == data.y))
+    return float(np.mean(predictions == y))

@@ -57,6 +57,7 @@ from models.limits import (
     MAX_MULTIPLIER_PATHS,
     MULTIPLIER_RANGE,
 )
+from models.optimizer_mixins import mixed_optimizer_class
 from models.tree import WEIGHTS_KIND, LayerTree
 from models.validation import ArgumentTypeError, check_number, check_whole_number
 
@@ -483,9 +484,6 @@ class LayerRateOptimizer:
                 self.assign_sub(variable, variable * decay * learning_rate)
 
 
-_CLASSES: dict[type, type] = {}
-
-
 def layer_rate_optimizer_class(
     optimizer_class: type[keras.optimizers.Optimizer],
 ) -> type[keras.optimizers.Optimizer]:
@@ -508,37 +506,20 @@ def layer_rate_optimizer_class(
     >>> layer_rate_optimizer_class(keras.optimizers.Adam).__name__
     'LayerRateAdam'
     """
-    if not (
-        isinstance(optimizer_class, type)
-        and issubclass(optimizer_class, keras.optimizers.Optimizer)
+    if isinstance(optimizer_class, type) and issubclass(
+        optimizer_class, keras.optimizers.LossScaleOptimizer
     ):
-        raise TypeError(
-            "`optimizer_class` must be a Keras optimizer class such as keras.optimizers.Adam; "
-            f"received {optimizer_class!r:.80}."
-        )
-    if issubclass(optimizer_class, LayerRateOptimizer):
-        return optimizer_class
-    if issubclass(optimizer_class, keras.optimizers.LossScaleOptimizer):
         raise TypeError(
             "LossScaleOptimizer wraps another optimizer and never calls its own update step; "
             "give the inner optimizer's class instead."
         )
-    if optimizer_class not in _CLASSES:
-        name = f"LayerRate{optimizer_class.__name__}"
-        subclass = type(
-            name,
-            (LayerRateOptimizer, optimizer_class),
-            {
-                "__module__": __name__,
-                "__qualname__": name,
-                "__doc__": f"{optimizer_class.__name__} with per-variable learning-rate "
-                "multipliers (see `models.layer_rates`).",
-            },
-        )
-        _CLASSES[optimizer_class] = keras.saving.register_keras_serializable(
-            package="FreezeLab", name=name
-        )(subclass)
-    return _CLASSES[optimizer_class]
+    return mixed_optimizer_class(
+        LayerRateOptimizer,
+        optimizer_class,
+        prefix="LayerRate",
+        doc=f"{getattr(optimizer_class, '__name__', optimizer_class)} with per-variable "
+        "learning-rate multipliers (see `models.layer_rates`).",
+    )
 
 
 def layer_rate_optimizer(

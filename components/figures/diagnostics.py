@@ -8,7 +8,12 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from components.figures.drift_frame import _check_layer_order, _display_paths, _ordered_paths
+from components.figures.drift_frame import (
+    _check_frame,
+    _check_layer_order,
+    _display_paths,
+    _ordered_paths,
+)
 from components.figures.layout import TRAINABLE_PALETTE, _base_layout, _empty_figure, _hover_text
 from models.diagnostics import (
     GUIDE_UPDATE_RATIO,
@@ -22,22 +27,6 @@ _VALUES = {
     "gradient_norm": ("Gradient norm ‖g‖ (log)", "gradient norm"),
     "relative_gradient": ("Relative gradient ‖g‖ / ‖W‖ (log)", "relative gradient"),
 }
-
-
-def _check_statistics(frame: pd.DataFrame | None) -> pd.DataFrame:
-    if frame is None:
-        return pd.DataFrame(columns=list(STATISTICS_COLUMNS))
-    if not isinstance(frame, pd.DataFrame):
-        raise TypeError(
-            "`frame` must be the DataFrame of `StepStatisticsRecorder.frame()` (or "
-            f"`job.step_statistics_frame()`), received {type(frame).__name__}."
-        )
-    missing = [column for column in STATISTICS_COLUMNS if column not in frame.columns]
-    if missing and not frame.empty:
-        raise ValueError(
-            f"The step statistics lack the columns {missing}; expected {list(STATISTICS_COLUMNS)}."
-        )
-    return frame if not missing else pd.DataFrame(columns=list(STATISTICS_COLUMNS))
 
 
 def step_statistics_figure(
@@ -65,7 +54,7 @@ def step_statistics_figure(
     """
     if value not in _VALUES:
         raise ValueError(f"`value` must be one of {list(_VALUES)}, received {value!r}.")
-    frame = _check_statistics(frame)
+    frame = _check_frame(frame, STATISTICS_COLUMNS, "frame", "StepStatisticsRecorder.frame()")
     axis_title, words = _VALUES[value]
     title = f"{words.capitalize()} of each layer that trains, per step"
     rows = frame[frame[value] > 0] if not frame.empty else frame

@@ -58,24 +58,36 @@ def _check_kind(kind: str) -> None:
         raise ValueError(f"`kind` must be one of {list(KINDS)}, received {kind!r}.")
 
 
+def _check_frame(
+    frame: pd.DataFrame | None, columns: Sequence[str], argument: str, source: str
+) -> pd.DataFrame:
+    """Returns `frame` (an empty one for None or an empty frame) after checking its columns.
+
+    Args:
+        frame: The frame a figure was given.
+        columns: The columns it must have.
+        argument: The argument's name, for messages.
+        source: What makes such a frame, e.g. "DriftRecorder.frame()".
+    """
+    if frame is None:
+        return pd.DataFrame(columns=list(columns))
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(
+            f"`{argument}` must be a pandas DataFrame as returned by `{source}`, "
+            f"received {type(frame).__name__}."
+        )
+    missing = [column for column in columns if column not in frame.columns]
+    if missing and not frame.empty:
+        raise ValueError(
+            f"The {argument} frame lacks the columns {missing}; expected the columns of "
+            f"`{source}`: {list(columns)}."
+        )
+    return pd.DataFrame(columns=list(columns)) if missing else frame
+
+
 def _check_drift(drift: pd.DataFrame | None) -> pd.DataFrame:
     """Returns `drift` (an empty frame for None) after checking it is a drift frame."""
-    if drift is None:
-        return pd.DataFrame(columns=list(REQUIRED_DRIFT_COLUMNS))
-    if not isinstance(drift, pd.DataFrame):
-        raise TypeError(
-            "`drift` must be a pandas DataFrame as returned by `DriftRecorder.frame()`, "
-            f"received {type(drift).__name__}."
-        )
-    missing = [column for column in REQUIRED_DRIFT_COLUMNS if column not in drift.columns]
-    if missing and not drift.empty:
-        raise ValueError(
-            f"The drift frame lacks the columns {missing}; expected the columns of "
-            f"`DriftRecorder.frame()`: {list(REQUIRED_DRIFT_COLUMNS)}."
-        )
-    if missing:
-        return pd.DataFrame(columns=list(REQUIRED_DRIFT_COLUMNS))
-    return drift
+    return _check_frame(drift, REQUIRED_DRIFT_COLUMNS, "drift", "DriftRecorder.frame()")
 
 
 def _check_layer_order(layer_order: Sequence[str] | None) -> list[str] | None:

@@ -27,9 +27,11 @@ import keras
 import numpy as np
 import pandas as pd
 
-from models.bundled import BUNDLED_INPUT_SHAPE, load_bundled_base, load_bundled_model
+from models.bundled import BUNDLED_INPUT_SHAPE, load_bundled_base
+from models.catalogue import BUNDLED_MODEL_KEY
 from models.datasets import load_bundled_dataset
 from models.drift import DriftRecorder, LayerCheck, VerificationResult
+from models.forgetting import pretraining_task_accuracy
 from models.pitfalls.results import Measurement, VariantResult
 from models.splits import train_validation_split
 from models.transfer import build_transfer_model
@@ -74,19 +76,6 @@ def pretrained_base() -> keras.Model:
     return base
 
 
-@functools.lru_cache(maxsize=1)
-def _original_task() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The pretraining task (digits 0-4) and the bundled model's own classifier weights."""
-    kernel, bias = (
-        np.array(w, copy=True) for w in load_bundled_model().get_layer("classifier").get_weights()
-    )
-    dataset = load_bundled_dataset(PRETRAINED_TASK)
-    arrays = (dataset.x, dataset.y, kernel, bias)
-    for array in arrays:
-        array.flags.writeable = False
-    return arrays
-
-
 def original_task_accuracy(base: keras.Model) -> float:
     """How well a (possibly fine-tuned) base still does the task it was pretrained on.
 
@@ -104,9 +93,7 @@ def original_task_accuracy(base: keras.Model) -> float:
     >>> original_task_accuracy(pretrained_base())
     1.0
     """
-    x, y, kernel, bias = _original_task()
-    features = np.asarray(keras.ops.convert_to_numpy(base(x, training=False)))
-    return float(np.mean(np.argmax(features @ kernel + bias, axis=1) == y))
+    return pretraining_task_accuracy(BUNDLED_MODEL_KEY, base)
 
 
 @functools.lru_cache(maxsize=4)

@@ -9,7 +9,7 @@ into those of the model in use.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -316,57 +316,68 @@ def _parse_plan(query: _Query) -> tuple[str | None, tuple[str, ...] | None]:
     return freeze, steps
 
 
-def _parse_lora(query: _Query) -> tuple[tuple[str, LoraSetting], ...] | None:
-    """The `lora` parameter: its valid items in order; None when it gives none."""
-    if "lora" not in query.params:
+def _parse_list(
+    query: _Query,
+    name: str,
+    parse_item: Callable[[str], Any],
+    too_many: str,
+    expected: str,
+) -> list[Any] | None:
+    """A comma-separated parameter's valid items in order; None when it is absent or too long.
+
+    Args:
+        query: The link being read (its notices collect what is ignored).
+        name: The parameter, e.g. "lora".
+        parse_item: Reads one item; None for an invalid one (ignored with a notice).
+        too_many: What the notice says after "it names N" when the list is too long.
+        expected: What the notice says is accepted for one item.
+    """
+    if name not in query.params:
         return None
-    items = _items(query.params["lora"])
+    items = _items(query.params[name])
     if len(items) > MAX_PATHS:
         query.notices.append(
-            f"URL parameter 'lora' was ignored: it names {len(items)} adapters, more than the "
-            f"{MAX_PATHS} a link carries. Use a recipe such as lora=dense:4."
+            f"URL parameter '{name}' was ignored: it names {len(items)} {too_many}"
         )
         return None
-    adapters = []
+    parsed = []
     for item in items:
-        adapter = _lora_item(item)
-        if adapter is None:
+        value = parse_item(item)
+        if value is None:
             query.notices.append(
-                f"URL parameter lora={_shown(item)} was ignored: expected "
-                f"'<layer path>:<rank>' or '<layer path>:<rank>:<alpha>', or a recipe of "
-                f"{list(LORA_TARGETS)} in place of the path (e.g. 'dense:4'), with the rank "
-                f"{whole_number_phrase(*LORA_RANK_RANGE)} and alpha "
-                f"{number_phrase(*LORA_ALPHA_RANGE)}."
+                f"URL parameter {name}={_shown(item)} was ignored: expected {expected}"
             )
         else:
-            adapters.append(adapter)
-    return tuple(adapters) or None
+            parsed.append(value)
+    return parsed
+
+
+def _parse_lora(query: _Query) -> tuple[tuple[str, LoraSetting], ...] | None:
+    """The `lora` parameter: its valid items in order; None when it gives none."""
+    adapters = _parse_list(
+        query,
+        "lora",
+        _lora_item,
+        f"adapters, more than the {MAX_PATHS} a link carries. Use a recipe such as lora=dense:4.",
+        f"'<layer path>:<rank>' or '<layer path>:<rank>:<alpha>', or a recipe of "
+        f"{list(LORA_TARGETS)} in place of the path (e.g. 'dense:4'), with the rank "
+        f"{whole_number_phrase(*LORA_RANK_RANGE)} and alpha {number_phrase(*LORA_ALPHA_RANGE)}.",
+    )
+    return tuple(adapters or ()) or None
 
 
 def _parse_multipliers(query: _Query) -> tuple[tuple[str, float], ...] | None:
     """The `rates` parameter: its valid "<layer path>:<multiplier>" items in order."""
-    if "rates" not in query.params:
-        return None
-    items = _items(query.params["rates"])
-    if len(items) > MAX_PATHS:
-        query.notices.append(
-            f"URL parameter 'rates' was ignored: it names {len(items)} layers, more than the "
-            f"{MAX_PATHS} a link carries. Give the multiplier to a parent layer instead."
-        )
-        return None
-    pairs = []
-    for item in items:
-        pair = _rate_item(item)
-        if pair is None:
-            query.notices.append(
-                f"URL parameter rates={_shown(item)} was ignored: expected "
-                f"'<layer path>:<multiplier>' with the multiplier "
-                f"{number_phrase(*MULTIPLIER_RANGE)} (0 stops the layer, 1 is the base rate), "
-                f"e.g. 'transfer_model/feature_extractor:0.1'."
-            )
-        else:
-            pairs.append(pair)
-    return tuple(pairs)
+    pairs = _parse_list(
+        query,
+        "rates",
+        _rate_item,
+        f"layers, more than the {MAX_PATHS} a link carries. Give the multiplier to a parent "
+        "layer instead.",
+        f"'<layer path>:<multiplier>' with the multiplier {number_phrase(*MULTIPLIER_RANGE)} "
+        "(0 stops the layer, 1 is the base rate), e.g. 'transfer_model/feature_extractor:0.1'.",
+    )
+    return None if pairs is None else tuple(pairs)
 
 
 def _parse_layer_rates(query: _Query, learning_rate: float | None) -> LayerRates | None:
