@@ -11,6 +11,7 @@ from components.figures import (
     final_drift_table,
     graded_motion_figure,
     lora_drift_table,
+    representation_figure,
     state_drift_figure,
     step_statistics_figure,
 )
@@ -68,6 +69,7 @@ def render_drift(run: RunSnapshot) -> None:
             )  # fmt: skip
     st.plotly_chart(lines, width="stretch", key=f"{prefix}_drift_lines")
     render_step_statistics(run)
+    render_representation(run)
     if live:
         return  # keep live refreshes light: the training thread needs the CPU more
     left, right = st.columns(2)
@@ -191,3 +193,38 @@ def render_step_statistics(run: RunSnapshot) -> None:
             width="stretch",
             key=f"run{run.run_id}_gradient_norm",
         )
+
+
+def render_representation(run: RunSnapshot) -> None:
+    """Shows how much each block's features changed: linear CKA per block, live and after."""
+    report = run.representation
+    if report.frame.empty and not report.note:
+        return  # a run stored before FreezeLab measured it
+    st.subheader("How much each block's features changed")
+    st.caption(
+        "Linear CKA (centred kernel alignment) between each block's output before training "
+        "and now, on the same examples: 1 means the block computes exactly what it did "
+        "(bitwise), lower means its features changed. A frozen block reads 1 only when every "
+        "layer before it is frozen too: a frozen block after a trained one sees new inputs."
+    )
+    frame = report.frame
+    if frame.empty:
+        st.info(report.note)
+        return
+    st.plotly_chart(
+        representation_figure(frame), width="stretch", key=f"run{run.run_id}_representation"
+    )
+    changed = frame[~frame.unchanged & frame.cka.notna()]
+    notes = [report.note]
+    if not changed.empty:
+        most = changed.loc[changed.cka.idxmin()]
+        notes.append(f"Most changed: {escape_markdown(str(most.block_name))} (CKA {most.cka:.4f}).")
+    wrong = frame[frame.frozen_through & ~frame.unchanged]
+    if not wrong.empty:
+        st.error(
+            "Frozen all the way from the input, yet changed: "
+            f"{escape_markdown(format_paths(wrong.block_path.tolist()))}. This breaks the "
+            "bitwise proof: check the run's freeze plan.",
+            icon=":material/gpp_bad:",
+        )
+    st.caption(" ".join(notes))

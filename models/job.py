@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from models.drift import VerificationResult
     from models.prefix_cache import ExecutionPlan
+    from models.representation import RepresentationReport
     from models.training_config import TrainingConfig
     from models.tree import ParameterCounts
 
@@ -187,6 +188,10 @@ class Job(Protocol):
     def step_statistics_frame(self) -> pd.DataFrame:
         """Every gradient and update record so far, one row per training layer and record
         point (`models.diagnostics.StepStatisticsRecorder.frame`)."""
+
+    def representation(self) -> RepresentationReport:
+        """How much each block's features changed so far: linear CKA per block on a probe
+        batch, against the start of the job (`models.representation.RepresentationRecorder`)."""
 
     def proof(self) -> VerificationResult | None:
         """The bitwise check of the frozen layers; None while no drift was recorded yet."""

@@ -43,7 +43,9 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +63,8 @@ __all__ = [
     "DEFAULT_MAX_EXAMPLES",
     "REPRESENTATION_COLUMNS",
     "RepresentationProbe",
+    "RepresentationRecorder",
+    "RepresentationReport",
     "base_inputs",
     "linear_cka",
     "representation_blocks",
@@ -86,11 +90,16 @@ REPRESENTATION_COLUMNS = (
 
 _REPRESENTATION_DTYPES = ("object", "object", "object", "float64", "bool", "bool", "bool", "int64")
 
+NOT_MEASURED_YET = "Measured when the first epoch ends."
+"""The note of a run's representation report before its first comparison."""
+
 _BELOW_ONE = float(np.nextafter(1.0, 0.0))
 """The largest float64 below 1.0: what a changed representation reads at most."""
 
 _CONSTANT_RTOL = 1e-10
 """A matrix whose centred norm is at most this fraction of its norm has zero variance."""
+
+LOGGER = logging.getLogger("freezelab")
 
 _FEATURES = "features"
 _GRAM = "gram"
@@ -682,3 +691,163 @@ class RepresentationProbe:
             )
         frame = pd.DataFrame(rows, columns=list(REPRESENTATION_COLUMNS))
         return frame.astype(dict(zip(REPRESENTATION_COLUMNS, _REPRESENTATION_DTYPES, strict=True)))
+
+
+# --------------------------------------------------------------------- during training
+@dataclass(frozen=True)
+class RepresentationReport:
+    """What a run's representation probe found so far (the `Job.representation()` answer).
+
+    Attributes:
+        frame: `RepresentationProbe.compare`'s frame at the last comparison (columns
+            `REPRESENTATION_COLUMNS`); empty before the first epoch ended, or when the probe
+            could not run (then `note` says why).
+        note: In words: which examples were compared and when, or why nothing was.
+        epoch: Epochs finished at the last comparison (0 when none).
+        num_examples: Examples in the probe batch (0 when the probe could not run).
+        held_out: Whether the probe examples were held out from training (the validation
+            split); False when the run had no validation split and training examples were used.
+
+    Example:
+    >>> report = job.representation()
+    >>> report.frame[["block_name", "cka"]]
+    """
+
+    frame: pd.DataFrame
+    note: str = ""
+    epoch: int = 0
+    num_examples: int = 0
+    held_out: bool = False
+
+    @classmethod
+    def empty(cls, note: str = NOT_MEASURED_YET) -> RepresentationReport:
+        """A report with no comparison (yet), saying why in `note`."""
+        return cls(frame=_empty_frame(), note=note)
+
+
+def _empty_frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            column: pd.Series(dtype=dtype)
+            for column, dtype in zip(REPRESENTATION_COLUMNS, _REPRESENTATION_DTYPES, strict=True)
+        }
+    )
+
+
+class RepresentationRecorder(keras.callbacks.Callback):
+    """Keeps a run's representation change up to date: capture at the start, compare per epoch.
+
+    A Keras callback for `fit`. At the first `on_train_begin` it builds a `RepresentationProbe`
+    on the probe batch (computing the base's own inputs with `base_inputs` when the model
+    adapts its input first) and captures the blocks' outputs; at every epoch end, and once more
+    when the job calls `finish()` after `fit` (a run stopped mid-epoch), it compares them again,
+    always against that first capture. A schedule passes the same recorder to every phase, so
+    its comparison spans the whole schedule.
+
+    The probe never fails a run: when it cannot be built (a subclassed base, inputs the base
+    cannot take) or a comparison raises, the error is logged and `report().note` says so.
+
+    Args:
+        tree: The model's `LayerTree`.
+        x_probe: A batch of the MODEL's inputs (e.g. the validation split), or None when the
+            run has none (then the report says so).
+        held_out: Whether `x_probe` was held out from training.
+        base_path: Path of the base model; defaults to `tree.default_base_path()`.
+        max_examples: How many probe examples to compare at most.
+
+    Example:
+    >>> recorder = RepresentationRecorder(tree, x_validation, held_out=True)
+    >>> model.fit(x_train, y_train, epochs=2, callbacks=[recorder], verbose=0)
+    >>> recorder.report().frame[["block_name", "cka"]]
+    """
+
+    def __init__(
+        self,
+        tree: LayerTree,
+        x_probe: Any,
+        *,
+        held_out: bool = True,
+        base_path: str | None = None,
+        max_examples: int = DEFAULT_MAX_EXAMPLES,
+    ) -> None:
+        super().__init__()
+        self._tree = tree
+        self._x = None if x_probe is None else x_probe[:max_examples]
+        self._held_out = bool(held_out)
+        self._base_path = base_path
+        self._max_examples = max_examples
+        self._probe: RepresentationProbe | None = None
+        self._problem = (
+            ""
+            if x_probe is not None
+            else ("No examples to probe: the run's data is a tf.data pipeline without arrays.")
+        )
+        self._report = RepresentationReport.empty(self._problem or NOT_MEASURED_YET)
+        self._epoch = 0
+        self._stale = False
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------------ Keras hooks
+    def on_train_begin(self, logs=None) -> None:
+        if self._probe is None and not self._problem:
+            try:
+                inputs = base_inputs(self._tree, self._x, self._base_path)
+                probe = RepresentationProbe(
+                    self._tree, inputs, self._base_path, max_examples=self._max_examples
+                )
+                probe.capture()
+            except Exception as error:  # the probe is a view; it never ends a run
+                LOGGER.warning("Representation probe unavailable: %s", error)
+                self._problem = f"The representation probe could not run: {error}"
+                self._set(RepresentationReport.empty(self._problem))
+                return
+            self._probe = probe
+            self._set(RepresentationReport.empty())
+
+    def on_train_batch_end(self, batch, logs=None) -> None:
+        self._stale = True
+
+    def on_epoch_end(self, epoch, logs=None) -> None:
+        self._epoch += 1
+        _ = self.model  # on JAX, Keras writes the trained values back into the variables
+        self._compare()
+
+    # ----------------------------------------------------------------------------- results
+    def finish(self) -> None:
+        """Compares once more when training went on after the last comparison (a Stop)."""
+        if self._stale:
+            self._compare()
+
+    def _compare(self) -> None:
+        self._stale = False
+        if self._probe is None:
+            return
+        try:
+            frame = self._probe.compare()
+        except Exception as error:  # e.g. a model changed under the probe
+            LOGGER.warning("Representation comparison failed: %s", error)
+            self._set(RepresentationReport.empty(f"The comparison failed: {error}"))
+            return
+        source = "held-out validation" if self._held_out else "training (no validation split)"
+        self._set(
+            RepresentationReport(
+                frame=frame,
+                note=(
+                    f"Linear CKA of each block's output on {self._probe.num_examples} "
+                    f"{source} examples: before training vs now ({self._epoch} epoch(s) "
+                    "finished)."
+                ),
+                epoch=self._epoch,
+                num_examples=self._probe.num_examples,
+                held_out=self._held_out,
+            )
+        )
+
+    def _set(self, report: RepresentationReport) -> None:
+        with self._lock:
+            self._report = report
+
+    def report(self) -> RepresentationReport:
+        """The latest `RepresentationReport` (thread-safe)."""
+        with self._lock:
+            return self._report

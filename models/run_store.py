@@ -40,6 +40,7 @@ import pandas as pd
 from models.checks import human_size
 from models.job import PhaseBoundary, RunEnding
 from models.lora import LoraSetting
+from models.representation import RepresentationReport
 from models.session_record import SessionRecord
 from models.snapshot import RunSnapshot, VerificationSummary
 from models.training import JobState, TrainingConfig, TrainingProgress
@@ -176,11 +177,13 @@ def _record_json(run: RunSnapshot, csv_name: str) -> dict[str, Any]:
         },
         "layer_multipliers": dict(run.layer_multipliers),
         "pretraining_accuracy": run.pretraining_accuracy,
-        "step_statistics": {
-            "csv": run.step_statistics.to_csv(index=False),
-            "columns": [str(column) for column in run.step_statistics.columns],
-            "dtypes": [str(dtype) for dtype in run.step_statistics.dtypes],
-            "rows": len(run.step_statistics),
+        "step_statistics": _frame_to_json(run.step_statistics),
+        "representation": {
+            **_frame_to_json(run.representation.frame),
+            "note": run.representation.note,
+            "epoch": run.representation.epoch,
+            "num_examples": run.representation.num_examples,
+            "held_out": run.representation.held_out,
         },
         "drift_file": csv_name,
         "drift_columns": [str(column) for column in run.drift.columns],
@@ -236,8 +239,32 @@ def _settings_from_json(data: dict[str, Any]) -> TrainingConfig:
     return TrainingConfig(**stored)
 
 
-def _step_statistics_from_json(data: Any) -> pd.DataFrame:
-    """The gradient and update records (an empty frame for a run stored before them)."""
+def _frame_to_json(frame: pd.DataFrame) -> dict[str, Any]:
+    """A small frame stored inside the run's JSON: its CSV text, columns, dtypes and rows."""
+    return {
+        "csv": frame.to_csv(index=False),
+        "columns": [str(column) for column in frame.columns],
+        "dtypes": [str(dtype) for dtype in frame.dtypes],
+        "rows": len(frame),
+    }
+
+
+def _representation_from_json(data: Any) -> RepresentationReport:
+    """The representation report (an empty one for a run stored before it)."""
+    if data is None:
+        return RepresentationReport.empty("Not measured: the run was stored before FreezeLab did.")
+    frame = _frame_from_json(data)
+    return RepresentationReport(
+        frame=frame if len(frame.columns) else RepresentationReport.empty().frame,
+        note=str(data.get("note", "")),
+        epoch=int(data.get("epoch", 0)),
+        num_examples=int(data.get("num_examples", 0)),
+        held_out=bool(data.get("held_out", False)),
+    )
+
+
+def _frame_from_json(data: Any) -> pd.DataFrame:
+    """A frame stored by `_frame_to_json` (an empty frame for a run stored before it)."""
     if data is None:
         return pd.DataFrame()
     columns = [str(column) for column in data["columns"]]
@@ -322,7 +349,8 @@ def _stored_run_from_json(data: Any, csv_text: str) -> RunSnapshot:
             for path, multiplier in data.get("layer_multipliers", {}).items()
         },
         pretraining_accuracy=_optional_float(data.get("pretraining_accuracy")),
-        step_statistics=_step_statistics_from_json(data.get("step_statistics")),
+        step_statistics=_frame_from_json(data.get("step_statistics")),
+        representation=_representation_from_json(data.get("representation")),
     )
 
 

@@ -25,6 +25,7 @@ from models.limits import (
 )
 from models.plans import FreezePlan
 from models.prefix_cache import ExecutionPlan
+from models.representation import RepresentationReport
 from models.slots import TrainingSlots
 from models.training import TrainingJob
 from models.training_config import TrainingConfig
@@ -237,6 +238,9 @@ class ScheduledJob:
                     tree=self.tree,
                     recorder=self.recorder,
                     step_recorder=self.step_recorder,
+                    representation_recorder=(
+                        self._jobs[0].representation_recorder if self._jobs else None
+                    ),
                 )
                 self._jobs.append(job)
                 if self._cancel.is_set():  # a Stop that came while this phase was set up
@@ -340,6 +344,12 @@ class ScheduledJob:
     def drift_frame(self) -> pd.DataFrame:
         """Drift since the very start, across all phases."""
         return self.recorder.frame()
+
+    def representation(self) -> RepresentationReport:
+        """How much each block's features changed since the schedule began."""
+        if not self._jobs:
+            return RepresentationReport.empty()
+        return self._jobs[0].representation_recorder.report()
 
     def step_statistics_frame(self) -> pd.DataFrame:
         """Gradient and update records across all phases (steps counted from the start)."""

@@ -16,6 +16,7 @@ import pandas as pd
 
 from models.job import JobState, PhaseBoundary, RunEnding, TrainingProgress
 from models.lora import LoraSetting
+from models.representation import RepresentationReport
 from models.training_config import TrainingConfig
 from models.tree import ParameterCounts
 
@@ -90,6 +91,8 @@ class RunSnapshot:
             after the run (`models.forgetting`); None for other bases or while it trains.
         step_statistics: The gradient and update records (`Job.step_statistics_frame()`,
             `models.diagnostics`); empty when left out or for a run stored before them.
+        representation: How much each block's features changed (`Job.representation()`,
+            `models.representation`); an empty report when left out or stored before it.
     """
 
     run_id: int
@@ -116,6 +119,7 @@ class RunSnapshot:
     layer_multipliers: Mapping[str, float] = field(default_factory=dict)
     pretraining_accuracy: float | None = None
     step_statistics: pd.DataFrame = field(default_factory=pd.DataFrame)
+    representation: RepresentationReport = field(default_factory=RepresentationReport.empty)
 
     @property
     def display_name(self) -> str:
@@ -192,4 +196,5 @@ class RunSnapshot:
             layer_multipliers=dict(getattr(run, "layer_multipliers", {})),
             pretraining_accuracy=getattr(run, "pretraining_accuracy", None),
             step_statistics=job.step_statistics_frame() if include_drift else pd.DataFrame(),
+            representation=job.representation() if include_drift else RepresentationReport.empty(),
         )

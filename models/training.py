@@ -43,6 +43,7 @@ from models.prefix_cache import (
     build_prefix_model,
     plan_prefix_cache,
 )
+from models.representation import RepresentationRecorder, RepresentationReport
 from models.slots import TrainingSlots
 from models.splits import train_validation_split
 from models.training_config import OPTIMIZERS, TrainingConfig
@@ -67,6 +68,13 @@ class _Data:
     validation: Any
     num_train: int | None
     num_validation: int | None
+
+    def probe_examples(self) -> np.ndarray | None:
+        """Examples for the representation probe: the validation split, else the training
+        examples; None for a tf.data input."""
+        if self.train_labels is None:
+            return None
+        return self.validation[0] if self.num_validation else self.train
 
 
 class _StopPredictingOnCancel(keras.callbacks.Callback):
@@ -179,6 +187,7 @@ class TrainingJob:
         slots: TrainingSlots | None = None,
         recorder: DriftRecorder | None = None,
         step_recorder: StepStatisticsRecorder | None = None,
+        representation_recorder: RepresentationRecorder | None = None,
     ) -> None:
         if use_prefix_cache not in (None, True, False):
             raise TypeError(
@@ -206,6 +215,13 @@ class TrainingJob:
         # Gradient and update norms per layer, at the drift's record points.
         self.step_recorder = step_recorder or StepStatisticsRecorder(
             self.tree, every_n_batches=self.config.drift_every_batches
+        )
+        # How much each block's features change, on the validation split (or the training
+        # examples when there is none), against the start of the run (or of the schedule).
+        self.representation_recorder = representation_recorder or RepresentationRecorder(
+            self.tree,
+            self._data.probe_examples(),
+            held_out=bool(self._data.num_validation),
         )
         self.frozen_paths: frozenset[str] = self.tree.frozen_paths()
         self.parameter_counts: ParameterCounts = self.tree.totals()
@@ -424,6 +440,7 @@ class TrainingJob:
                 self._fit_cached()
             else:
                 self._fit_plain()
+            self.representation_recorder.finish()
         except Exception as error:  # every error becomes the job's message
             self._finish(JobState.FAILED, describe_training_error(error))
         else:
@@ -454,7 +471,12 @@ class TrainingJob:
         )
 
     def _callbacks(self) -> list[keras.callbacks.Callback]:
-        return [self.recorder, self.step_recorder, _ProgressCallback(self)]
+        return [
+            self.recorder,
+            self.step_recorder,
+            self.representation_recorder,
+            _ProgressCallback(self),
+        ]
 
     def _fit_plain(self) -> None:
         """Compiles the whole model afresh and fits it (arrays or tf.data)."""
@@ -638,6 +660,10 @@ class TrainingJob:
     def drift_frame(self) -> pd.DataFrame:
         """Returns the drift records (see `DriftRecorder.frame`)."""
         return self.recorder.frame()
+
+    def representation(self) -> RepresentationReport:
+        """How much each block's features changed so far (`models.representation`)."""
+        return self.representation_recorder.report()
 
     def step_statistics_frame(self) -> pd.DataFrame:
         """Returns the gradient and update records (see `StepStatisticsRecorder.frame`)."""

@@ -1,4 +1,4 @@
-"""AppTest checks of the diagnostics in the Drift step: gradients and updates per step."""
+"""AppTest checks of the diagnostics in the Drift step: gradients, updates, representation."""
 
 from streamlit.testing.v1 import AppTest
 
@@ -25,3 +25,12 @@ def test_the_drift_step_shows_each_layers_update_ratio_and_names_the_fast_ones()
     titles = [chart.proto.spec for chart in at.get("plotly_chart")]
     assert any("Update ratio of each layer that trains" in spec for spec in titles)
     assert any("Gradient norm of each layer that trains" in spec for spec in titles)
+    # The representation change, from the same run: each block's CKA, frozen blocks exactly 1.
+    assert any(h.value == "How much each block's features changed" for h in at.subheader)
+    assert any("How much each block" in spec for spec in titles)
+    report = at.session_state["workspace"].latest_run.job.representation()
+    frame = report.frame
+    assert not frame.empty and report.held_out
+    assert frame.loc[frame.frozen_through, "cka"].eq(1.0).all()
+    assert frame.loc[~frame.frozen, "cka"].lt(1.0).all()
+    assert any(report.note in caption.value for caption in at.caption)

@@ -110,7 +110,14 @@ def test_figures_modules_never_import_streamlit_or_models(path):
     roots = set()
     # From models/ the figures take only the vocabulary they draw (drift columns, kinds) and the
     # argument checks; never a model, a job or Keras itself.
-    vocabulary = (None, "models.validation", "models.drift", "models.tree", "models.diagnostics")
+    vocabulary = (
+        None,
+        "models.validation",
+        "models.drift",
+        "models.tree",
+        "models.diagnostics",
+        "models.representation",
+    )
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             roots.update(alias.name.split(".")[0] for alias in node.names)
@@ -379,3 +386,28 @@ def test_final_table_one_row_per_layer_with_keras_counts(trained):
     assert table["Frozen"].dtype == bool
     empty = final_drift_table(None)
     assert empty.empty and list(empty.columns) == list(figures.TABLE_COLUMNS)
+
+
+# ------------------------------------------------------------------- representation change
+def test_representation_bars_say_bitwise_for_unchanged_and_na_for_undefined():
+    frame = pd.DataFrame(
+        {
+            "block_path": ["m/base/a", "m/base/b", "m/base/c"],
+            "block_name": ["a", "b", "c"],
+            "class_name": ["Conv2D", "Conv2D", "Dense"],
+            "cka": [1.0, 0.8123456, float("nan")],
+            "unchanged": [True, False, False],
+            "frozen": [True, False, False],
+            "frozen_through": [True, False, False],
+            "num_features": [4, 4, 2],
+        }
+    )
+    figure = figures.representation_figure(frame)
+    (bar,) = figure.data
+    assert list(bar.y) == ["a", "b", "c"] and list(bar.text) == ["1 (bitwise)", "0.8123", "n/a"]
+    assert list(bar.x) == [1.0, 0.8123456, 0.0]
+    assert len(set(bar.marker.color)) == 3
+    empty = figures.representation_figure(frame.iloc[:0])
+    assert "first epoch" in empty.layout.annotations[0].text
+    with pytest.raises(ValueError, match="RepresentationRecorder"):
+        figures.representation_figure(frame.drop(columns="cka"))

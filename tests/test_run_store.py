@@ -114,6 +114,11 @@ def test_round_trip_of_a_real_run_keeps_every_value(tmp_path, finished_run):
     statistics = run.job.step_statistics_frame()
     assert not statistics.empty
     pd.testing.assert_frame_equal(loaded.step_statistics, statistics, check_exact=True)
+    representation = run.job.representation()
+    assert len(representation.frame) == 6 and representation.frame.cka.eq(1.0).all()
+    pd.testing.assert_frame_equal(loaded.representation.frame, representation.frame)
+    for field in ("note", "epoch", "num_examples", "held_out"):
+        assert getattr(loaded.representation, field) == getattr(representation, field), field
 
 
 def test_round_trip_keeps_nan_infinity_and_dtypes(tmp_path):

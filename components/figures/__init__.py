@@ -27,7 +27,7 @@ from components.figures.comparison import (
     comparison_curves_figure,
     comparison_drift_figure,
 )
-from components.figures.diagnostics import step_statistics_figure
+from components.figures.diagnostics import representation_figure, step_statistics_figure
 from components.figures.drift import (
     drift_heatmap_figure,
     drift_lines_figure,
@@ -80,6 +80,7 @@ __all__ = [
     "graded_motion_figure",
     "layer_rates_figure",
     "lora_drift_table",
+    "representation_figure",
     "state_drift_figure",
     "step_statistics_figure",
     "training_curves_figure",

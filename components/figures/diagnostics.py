@@ -1,4 +1,4 @@
-"""Gradient and update diagnostics over training: update-to-weight ratios and gradient norms."""
+"""Diagnostics of a run: update-to-weight ratios and gradient norms, representation change."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from models.diagnostics import (
     TOO_FAST_RATIO,
     TOO_SLOW_RATIO,
 )
+from models.representation import NOT_MEASURED_YET, REPRESENTATION_COLUMNS
 
 _VALUES = {
     "update_ratio": ("Update-to-weight ratio ‖ΔW‖ / ‖W‖ (log)", "update ratio"),
@@ -97,4 +98,68 @@ def step_statistics_figure(
     figure.update_yaxes(type="log", title_text=axis_title)
     figure.update_xaxes(title_text="Step (batches seen)")
     figure.update_layout(height=460, hovermode="closest")
+    return _base_layout(figure, title)
+
+
+_REPRESENTATION_COLOURS = {
+    "unchanged": "#1f77b4",
+    "changed": "#ff7f0e",
+    "undefined": "#999999",
+}
+
+
+def representation_figure(frame: pd.DataFrame | None) -> go.Figure:
+    """One bar per block of the base: linear CKA of its output before vs after training.
+
+    1.0 means the block's features are bitwise what they were (blue); lower means they changed
+    (orange); a block whose output was not finite or constant on the probe batch has no value
+    (grey, drawn at 0 and labelled "n/a"). Blocks are in model order, from the input down.
+
+    Args:
+        frame: `RepresentationRecorder.report().frame` (None or empty: "not measured yet").
+
+    Returns:
+        A plotly figure (an explanatory empty one when there is nothing to draw).
+
+    Example:
+    >>> figure = representation_figure(job.representation().frame)
+    """
+    title = "How much each block's features changed (linear CKA, 1 = unchanged)"
+    frame = _check_frame(
+        frame, REPRESENTATION_COLUMNS, "frame", "RepresentationRecorder.report().frame"
+    )
+    if frame.empty:
+        return _empty_figure(title, NOT_MEASURED_YET)
+    cka = frame["cka"].to_numpy(dtype=np.float64)
+    defined = np.isfinite(cka)
+    status = np.where(
+        frame["unchanged"].to_numpy(dtype=bool),
+        "unchanged",
+        np.where(defined, "changed", "undefined"),
+    )
+    labels = [
+        "1 (bitwise)" if state == "unchanged" else ("n/a" if state == "undefined" else f"{v:.4f}")
+        for v, state in zip(cka, status, strict=True)
+    ]
+    names = frame["block_name"].astype(str).tolist()
+    figure = go.Figure(
+        go.Bar(
+            x=np.where(defined, cka, 0.0),
+            y=names,
+            orientation="h",
+            marker_color=[_REPRESENTATION_COLOURS[state] for state in status],
+            text=labels,
+            textposition="auto",
+            customdata=np.stack(
+                [frame["block_path"].astype(str), frame["class_name"].astype(str), labels], 1
+            ),
+            hovertemplate=(
+                "<b>%{customdata[0]}</b> (%{customdata[1]})<br>CKA %{customdata[2]}<extra></extra>"
+            ),
+        )
+    )
+    lowest = float(np.nanmin(cka)) if defined.any() else 0.0
+    figure.update_xaxes(title_text="Linear CKA", range=[min(0.0, lowest), 1.0])
+    figure.update_yaxes(autorange="reversed", title_text="Block (input at the top)")
+    figure.update_layout(height=max(260, 40 + 28 * len(frame)), showlegend=False)
     return _base_layout(figure, title)
