@@ -28,6 +28,7 @@ BENCHMARKS = (
     "demo_end_to_end",
     "many_sessions",
     "levers",
+    "diagnostics_cost",
 )
 REPORT_PATH = Path(__file__).resolve().with_name("report.json")
 TIMEOUT_SECONDS = 600
