@@ -19,6 +19,7 @@ if warming is not None:
     warming.info("❄ FreezeLab is warming up TensorFlow and Keras (first visit after a start)...")
 
 from components import actions, state, url_session  # noqa: E402  (the shell shows first)
+from components.advisor_panel import render_advisor_panel  # noqa: E402
 from components.common import live_or_static, render_totals, rerun_when_ended  # noqa: E402
 from components.compare_step import render_comparison  # noqa: E402
 from components.data_step import render_data_step  # noqa: E402
@@ -129,6 +130,11 @@ def freeze_tab(workspace: Workspace, training: bool) -> None:
     nodes = workspace.tree.nodes()
     editable = not actions.preset().hides("freeze")
     if editable:
+        default_budget, most = workspace.advisor_budget_bounds()
+        advice = render_advisor_panel(workspace.advice, most, default_budget, disabled=training)
+        if advice is not None:
+            actions.handle_advisor(workspace, advice)
+            st.rerun()
         lora = render_lora_panel(nodes, workspace.lora_target_counts(), disabled=training)
         if lora is not None:
             actions.handle_lora(workspace, lora)

@@ -29,6 +29,7 @@ BENCHMARKS = (
     "many_sessions",
     "levers",
     "diagnostics_cost",
+    "advisor",
 )
 REPORT_PATH = Path(__file__).resolve().with_name("report.json")
 TIMEOUT_SECONDS = 600

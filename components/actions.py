@@ -17,6 +17,7 @@ from dataclasses import replace
 import streamlit as st
 
 from components import state, url_session
+from components.advisor_panel import APPLY_TOP_N, PROBE, AdvisorIntent
 from components.common import count_progress, download_progress
 from components.data_step import DataRequest
 from components.layer_tree import frozen_plan_from_state, lora_toggle_from_state
@@ -251,6 +252,24 @@ def handle_lora(workspace: Workspace, intent: LoraIntent) -> None:
         state.notify(f"{intent.setting} on {count} layer(s).", "success")
     except FAILURES as error:
         state.notify(f"LoRA was not changed: {error}")
+
+
+def handle_advisor(workspace: Workspace, intent: AdvisorIntent) -> None:
+    """Carries out an advisor button: rank the layers, or apply a plan to the tree.
+
+    An error (data the model cannot take, a run training, a backend without gradients) is
+    shown; the plan and the kept advice do not change then.
+    """
+    try:
+        if intent.action == PROBE:
+            with st.spinner("Probing a few batches with everything trainable..."):
+                advice = workspace.advise(intent.budget)
+            state.notify(f"Ranked {len(advice.ranking)} units of the base.", "success")
+            return
+        plan = workspace.apply_advice(top_n=intent.action == APPLY_TOP_N)
+        state.notify(f"Applied: {plan.message()}", "success")
+    except (*FAILURES, NotImplementedError) as error:
+        state.notify(f"The advisor could not do that: {error}")
 
 
 def handle_model_request(workspace: Workspace, request: ModelRequest) -> None:

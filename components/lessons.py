@@ -20,6 +20,7 @@ from models.lessons import (
     LayerWeights,
     batch_norm_weights,
     dense_weights,
+    diagnostics_lesson,
     flag_versus_training,
     frozen_dense,
     nested_freeze,
@@ -298,6 +299,65 @@ def _step_workflow() -> None:
     )
 
 
+def _step_diagnostics() -> None:
+    st.markdown(
+        "Freezing decides *what may move*; three diagnostics say *what should move* and *what "
+        "did*. On the bundled base and digits 5-9:\n"
+        "1. **The advisor** (before training): the gradient of the loss with respect to every "
+        "layer of the base, with everything trainable and nothing updated, ranks the layers by "
+        "relative gradient ‖g‖ / ‖W‖; the plan unfreezes the best-ranked ones within a budget "
+        "of a quarter of the base's parameters.\n"
+        "2. **Update-to-weight ratios** (during training): how far each training layer moves "
+        "per step, ‖ΔW‖ / ‖W‖; about 1e-3 is the usual rule of thumb.\n"
+        "3. **Representation change** (after training): linear CKA between each block's output "
+        "before and after, on held-out examples; 1 means the block computes exactly what it did."
+    )
+    learning_rate = st.select_slider(
+        "Learning rate of the run",
+        options=[1e-3, 1e-2, 1e-1],
+        value=1e-2,
+        format_func=lambda value: f"{value:g}",
+        key="lessons_diagnostics_rate",
+        help="1e-1 is too high for some layers: their ratios leave the healthy band.",
+    )
+    if st.button("▶ Run the diagnostics", key="lessons_run_diagnostics"):
+        with st.spinner("Ranking the layers, training the plan for 3 epochs..."), _RUN_LOCK:
+            state.put(state.LESSONS_DIAGNOSTICS, diagnostics_lesson(0, float(learning_rate)))
+    result = state.get(state.LESSONS_DIAGNOSTICS)
+    if result is None:
+        st.info("Click the button to run the advisor, train its plan and read all three.")
+        return
+    st.markdown(f"**1 · The advisor.** {result.plan_message}")
+    st.caption(f"With the same budget: {result.baseline_message}")
+    st.dataframe(
+        result.ranking.rename(columns={"relative_gradient": "‖g‖ / ‖W‖", "in_plan": "in plan"}),
+        hide_index=True,
+        width="stretch",
+    )
+    fast = result.statistics.verdict.eq("too fast").sum()
+    st.markdown(
+        f"**2 · How fast each layer moved** (learning rate {result.learning_rate:g}, "
+        f"{result.epochs} epochs, last record): {fast} layer(s) above 1e-2 per step."
+    )
+    st.dataframe(result.statistics, hide_index=True, width="stretch")
+    frozen = result.representation[result.representation.frozen_through]
+    st.markdown(
+        "**3 · How much each block's features changed.** "
+        + (
+            f"{len(frozen)} block(s) fed only by frozen layers read exactly 1. "
+            if len(frozen)
+            else "Every block sees at least one trained layer before it, so none reads 1. "
+        )
+        + f"Validation accuracy after the run: {result.validation_accuracy:.1%}."
+    )
+    st.dataframe(result.representation, hide_index=True, width="stretch")
+    st.caption(f"Measured in {result.seconds:.1f} s.")
+    st.markdown(
+        "**Do it in the dashboard:** the advisor is in tab **2 · Freeze** (*Advisor: what to "
+        "unfreeze*), and every run's ratios and CKA are in tab **5 · Drift**."
+    )
+
+
 STEPS: tuple[tuple[str, Callable[[], None]], ...] = (
     ("1 · The weights of a layer (Dense)", _step_dense),
     ("2 · BatchNormalization: trainable and non-trainable weights", _step_batch_norm),
@@ -306,6 +366,7 @@ STEPS: tuple[tuple[str, Callable[[], None]], ...] = (
     ("5 · Freezing a model freezes everything inside it", _step_nested),
     ("6 · The flag vs what Keras really trains", _step_flag_versus_training),
     ("7 · The transfer-learning workflow", _step_workflow),
+    ("8 · What to unfreeze, how fast, what changed: the diagnostics", _step_diagnostics),
 )
 
 

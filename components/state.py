@@ -51,6 +51,7 @@ SEEN_UPLOADS = "seen_uploads"  # uploader key -> id of the file already handled
 LESSONS_CACHE = "lessons_cache"  # the Lessons tab's computed numbers, by setting
 LESSONS_FROZEN_TRAINING = "lessons_frozen_training"
 LESSONS_WORKFLOW = "lessons_workflow"
+LESSONS_DIAGNOSTICS = "lessons_diagnostics"
 PITFALL_RESULTS = "pitfall_results"  # the Pitfall lab's results, by (pitfall, seed)
 PITFALL_ERROR = "pitfall_error"
 

@@ -20,8 +20,15 @@ from dataclasses import dataclass
 
 import keras
 import numpy as np
+import pandas as pd
 
+from models.advisor import advise, apply_plan, base_weight_parameters, default_budget
+from models.bundled import build_default_transfer_model
+from models.datasets import load_bundled_dataset
+from models.diagnostics import speed_verdicts
 from models.drift import DriftRecorder
+from models.job import JobState
+from models.names import display_name
 from models.pitfalls import (
     BASE_PATH,
     FINE_TUNE_EPOCHS,
@@ -32,6 +39,8 @@ from models.pitfalls import (
     original_task_accuracy,
     two_phase_fine_tune,
 )
+from models.training import TrainingJob
+from models.training_config import TrainingConfig
 from models.tree import LayerTree, set_trainable
 from models.validation import check_whole_number
 
@@ -631,7 +640,124 @@ def transfer_workflow(seed: int = 0) -> WorkflowResult:
     )
 
 
+# ----------------------------------------------------------------------------- diagnostics
+@dataclass(frozen=True)
+class DiagnosticsLesson:
+    """The three diagnostics, measured on one short run of the bundled base on digits 5-9.
+
+    Attributes:
+        ranking: The advisor's ranking before training (`models.advisor`): rank, unit,
+            parameters, relative_gradient, and "in_plan".
+        plan_message: The advisor's plan in words.
+        baseline_message: "Unfreeze the top N" with the same budget, in words.
+        statistics: Each training layer's last update-to-weight ratio and gradient norm
+            (`models.diagnostics`): layer, update_ratio, gradient_norm, verdict ("too fast",
+            "too slow" or "healthy").
+        representation: Linear CKA per block of the base after the run
+            (`models.representation`): block, cka, frozen_through.
+        learning_rate: The run's learning rate.
+        epochs: The run's epochs.
+        validation_accuracy: Accuracy on held-out digits 5-9 after the run.
+        seconds: Wall-clock time of the whole lesson.
+    """
+
+    ranking: pd.DataFrame
+    plan_message: str
+    baseline_message: str
+    statistics: pd.DataFrame
+    representation: pd.DataFrame
+    learning_rate: float
+    epochs: int
+    validation_accuracy: float
+    seconds: float
+
+
+def diagnostics_lesson(
+    seed: int = 0, learning_rate: float = 1e-2, epochs: int = 3
+) -> DiagnosticsLesson:
+    """Runs the advisor, applies its plan, trains briefly, and reads the three diagnostics.
+
+    On the bundled base (pretrained on digits 0-4) with a new head for digits 5-9: the advisor
+    ranks the base's layers by relative gradient and plans within a quarter of the base's
+    parameters; the plan is applied; a `TrainingJob` trains it, recording the per-layer
+    update-to-weight ratios and the representation change of every block, as every FreezeLab
+    run does.
+
+    Args:
+        seed: Seed of the head, the split and the batch order.
+        learning_rate: The run's learning rate (try 1e-1 to see "too fast" layers).
+        epochs: Epochs to train, 1 to 10.
+
+    Returns:
+        A `DiagnosticsLesson` (a few seconds on 2 cores).
+
+    Example:
+    >>> lesson = diagnostics_lesson(seed=0)
+    >>> lesson.representation.loc[lesson.representation.frozen_through, "cka"].eq(1.0).all()
+    True
+    """
+    epochs = check_whole_number("epochs", epochs, 1, 10)
+    started = time.perf_counter()
+    data = load_bundled_dataset("digits_5_9")
+    keras.utils.set_random_seed(seed)
+    model = build_default_transfer_model()
+    tree = LayerTree(model)
+    advice = advise(
+        tree, data.x, data.y, default_budget(base_weight_parameters(tree, BASE_PATH)),
+        base_path=BASE_PATH, seed=seed,
+    )  # fmt: skip
+    apply_plan(tree, advice.plan, BASE_PATH)
+    job = TrainingJob(
+        model,
+        data.x,
+        data.y,
+        config=TrainingConfig(epochs=epochs, learning_rate=learning_rate, seed=seed),
+        tree=tree,
+    )
+    progress = job.run()
+    if progress.state is not JobState.FINISHED:
+        raise RuntimeError(f"The lesson's run did not finish: {progress.message}")
+    chosen = set(advice.plan.units)
+    ranking = advice.ranking[["rank", "unit", "parameters", "relative_gradient"]].copy()
+    ranking["in_plan"] = ranking.unit.isin(chosen)
+    frame = job.step_statistics_frame()
+    verdicts = speed_verdicts(frame)
+    last = frame.groupby("layer_path", sort=False).tail(1)
+    statistics = pd.DataFrame(
+        {
+            "layer": [display_name(path.rsplit("/", 1)[-1]) for path in last.layer_path],
+            "update_ratio": last.update_ratio.to_numpy(),
+            "gradient_norm": last.gradient_norm.to_numpy(),
+            "verdict": [
+                "too fast"
+                if path in verdicts["too_fast"]
+                else ("too slow" if path in verdicts["too_slow"] else "healthy")
+                for path in last.layer_path
+            ],
+        }
+    )
+    representation = job.representation().frame
+    return DiagnosticsLesson(
+        ranking=ranking.reset_index(drop=True),
+        plan_message=advice.plan.message(),
+        baseline_message=advice.baseline.message(),
+        statistics=statistics,
+        representation=pd.DataFrame(
+            {
+                "block": representation.block_name,
+                "cka": representation.cka,
+                "frozen_through": representation.frozen_through,
+            }
+        ),
+        learning_rate=learning_rate,
+        epochs=epochs,
+        validation_accuracy=float(progress.history["val_accuracy"][-1]),
+        seconds=time.perf_counter() - started,
+    )
+
+
 __all__ = [
+    "DiagnosticsLesson",
     "FrozenTrainingCheck",
     "LayerChange",
     "LayerWeights",
@@ -643,6 +769,7 @@ __all__ = [
     "batch_norm_weights",
     "build_nested_example",
     "dense_weights",
+    "diagnostics_lesson",
     "frozen_dense",
     "nested_freeze",
     "train_with_frozen_layer",

@@ -22,6 +22,9 @@ LEARNING_RATE_RANGE: tuple[float, float] = (1e-6, 10.0)
 VALIDATION_FRACTION_RANGE: tuple[float, float] = (0.0, 0.9)
 """Share of the data held out for validation (0: none); see `train_validation_split`."""
 
+PROBE_BATCHES_RANGE: tuple[int, int] = (1, 1_000)
+"""How many batches the probe may run (a few are enough: it averages their gradients)."""
+
 SEED_RANGE: tuple[int, int] = (0, 2**31 - 1)
 """Seed for the split, the shuffling, dropout and new weights."""
 

@@ -16,6 +16,14 @@ from typing import Any
 import keras
 import numpy as np
 
+from models.advisor import (
+    AdvisorPlan,
+    UnfreezeAdvice,
+    advise,
+    apply_plan,
+    base_weight_parameters,
+    default_budget,
+)
 from models.datasets import ImageDataset
 from models.export import run_config
 from models.forgetting import pretraining_task_accuracy
@@ -132,6 +140,7 @@ class Workspace:
         self.dataset = dataset
         self.model: keras.Model
         self.tree: LayerTree
+        self._advice: tuple[tuple[int, int, int], UnfreezeAdvice] | None = None
         self._build(keep_plan=None)
 
     # ------------------------------------------------------------------------ building
@@ -358,6 +367,58 @@ class Workspace:
             plan = FreezePlan.from_action(action, argument)
         plan.apply(self.tree, self.base_path)
         self.revision += 1
+
+    # ------------------------------------------------------------------------- advisor
+    def _advice_key(self) -> tuple[int, int, int]:
+        """What advice depends on: this model, this dataset, the weights after the last run."""
+        return (id(self.model), id(self.dataset), len(self.runs))
+
+    @property
+    def advice(self) -> UnfreezeAdvice | None:
+        """The latest `advise()` result while it still holds (same model, data and weights)."""
+        if self._advice is None or self._advice[0] != self._advice_key():
+            return None
+        return self._advice[1]
+
+    def advisor_budget_bounds(self) -> tuple[int, int]:
+        """(default budget, most) in base parameters for the advisor (`models.advisor`)."""
+        most = base_weight_parameters(self.tree, self.base_path)
+        return default_budget(most), most
+
+    def advise(self, budget: int) -> UnfreezeAdvice:
+        """Ranks the base's layers on the chosen data and plans what to unfreeze in `budget`.
+
+        The probe changes nothing (see `models.advisor.advise`); the advice is kept until the
+        model, the data or the weights change (`advice`).
+
+        Args:
+            budget: How many of the base's parameters may train (the head is not counted).
+
+        Returns:
+            The `UnfreezeAdvice`: the ranking, the advisor's plan and "unfreeze top N" with the
+            same budget.
+        """
+        self._require_idle("rank the layers")
+        advice = advise(self.tree, self.dataset.x, self.dataset.y, budget, base_path=self.base_path)
+        self._advice = (self._advice_key(), advice)
+        return advice
+
+    def apply_advice(self, *, top_n: bool = False) -> AdvisorPlan:
+        """Applies the kept advice's plan (or its "unfreeze top N" baseline) to the tree.
+
+        Raises:
+            RuntimeError: When there is no current advice (call `advise` first).
+        """
+        self._require_idle("change the freeze plan")
+        advice = self.advice
+        if advice is None:
+            raise RuntimeError(
+                "No current advice for this model, data and weights: rank the layers first."
+            )
+        plan = advice.baseline if top_n else advice.plan
+        apply_plan(self.tree, plan, self.base_path)
+        self.revision += 1
+        return plan
 
     # ------------------------------------------------------------------------ training
     @property

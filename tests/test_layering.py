@@ -21,7 +21,7 @@ FORBIDDEN = {"streamlit", "plotly"}
 CORE = {
     "models.drift", "models.failures", "models.freezing", "models.job", "models.keras_version",
     "models.diagnostics", "models.layer_node", "models.layer_rates", "models.lora",
-    "models.optimizer_mixins", "models.representation",
+    "models.advisor", "models.optimizer_mixins", "models.representation",
     "models.layers", "models.limits", "models.names", "models.plans", "models.prefix_cache",
     "models.schedule", "models.slots", "models.snapshot", "models.splits", "models.training",
     "models.training_config", "models.transfer", "models.tree", "models.validation",

@@ -149,3 +149,32 @@ def test_the_flag_versus_what_keras_trains_is_measured_and_the_badge_agrees(chil
     assert result.badge_matches_keras
     assert result.layer("outer/inner/dense_a").flag is child_trainable
     assert result.keras_version.startswith(f"Keras {keras.__version__}")
+
+
+def test_the_diagnostics_lesson_reads_the_three_diagnostics_of_one_run():
+    from models.advisor import advise, base_weight_parameters, default_budget
+    from models.bundled import build_default_transfer_model
+    from models.datasets import load_bundled_dataset
+    from models.lessons import diagnostics_lesson
+    from models.pitfalls import BASE_PATH
+    from models.tree import LayerTree
+
+    lesson = diagnostics_lesson(seed=0)
+    # The ranking is the advisor's on the same model and data (an independent second probe).
+    data = load_bundled_dataset("digits_5_9")
+    keras.utils.set_random_seed(0)
+    tree = LayerTree(build_default_transfer_model())
+    budget = default_budget(base_weight_parameters(tree, BASE_PATH))
+    again = advise(tree, data.x, data.y, budget, base_path=BASE_PATH, seed=0)
+    assert lesson.ranking.unit.tolist() == again.ranking.unit.tolist()
+    assert set(lesson.ranking.unit[lesson.ranking.in_plan]) == set(again.plan.units)
+    assert lesson.plan_message == again.plan.message()
+    # Statistics for each layer that trained, with a verdict; the head always trains.
+    assert "classifier" in lesson.statistics.layer.tolist()
+    assert set(lesson.statistics.verdict) <= {"too fast", "too slow", "healthy"}
+    assert (lesson.statistics.update_ratio > 0).all()
+    # Blocks fed only by frozen layers read exactly 1.0; the plan's layers changed.
+    representation = lesson.representation
+    assert representation.loc[representation.frozen_through, "cka"].eq(1.0).all()
+    assert representation.cka.lt(1.0).any()
+    assert 0.0 <= lesson.validation_accuracy <= 1.0

@@ -96,3 +96,19 @@ def test_lessons_show_keras_numbers_and_react_to_controls():
     button(at, "▶ Train 3 epochs").click().run()
     assert not at.exception and not at.error
     assert any("bitwise unchanged" in s.value for s in at.success)
+
+
+def test_the_diagnostics_lesson_shows_live_numbers_from_one_run():
+    at = AppTest.from_function(lessons_script, default_timeout=120).run()
+    at.select_slider(key="lessons_diagnostics_rate").set_value(1e-1).run()
+    button(at, "▶ Run the diagnostics").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    result = at.session_state["lessons_diagnostics"]
+    assert result.learning_rate == 0.1
+    markdown = " ".join(m.value for m in at.markdown)
+    assert result.plan_message in markdown
+    fast = int(result.statistics.verdict.eq("too fast").sum())
+    assert f"{fast} layer(s) above 1e-2 per step" in markdown and fast > 0
+    shown = [frame.value for frame in at.dataframe]
+    assert any(list(frame.columns) == list(result.statistics.columns) for frame in shown)
+    assert any("cka" in frame.columns for frame in shown)

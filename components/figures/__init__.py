@@ -27,7 +27,11 @@ from components.figures.comparison import (
     comparison_curves_figure,
     comparison_drift_figure,
 )
-from components.figures.diagnostics import representation_figure, step_statistics_figure
+from components.figures.diagnostics import (
+    advisor_ranking_figure,
+    representation_figure,
+    step_statistics_figure,
+)
 from components.figures.drift import (
     drift_heatmap_figure,
     drift_lines_figure,
@@ -71,6 +75,7 @@ __all__ = [
     "TRAINABLE_PALETTE",
     "VALIDATION_COLOR",
     "WEIGHTS_KIND",
+    "advisor_ranking_figure",
     "comparison_curves_figure",
     "comparison_drift_figure",
     "drift_heatmap_figure",

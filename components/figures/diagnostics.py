@@ -1,4 +1,4 @@
-"""Diagnostics of a run: update-to-weight ratios and gradient norms, representation change."""
+"""Diagnostics: update-to-weight ratios and gradient norms, representation change, the advisor."""
 
 from __future__ import annotations
 
@@ -14,7 +14,14 @@ from components.figures.drift_frame import (
     _display_paths,
     _ordered_paths,
 )
-from components.figures.layout import TRAINABLE_PALETTE, _base_layout, _empty_figure, _hover_text
+from components.figures.layout import (
+    FROZEN_COLOR,
+    TRAINABLE_PALETTE,
+    _base_layout,
+    _empty_figure,
+    _hover_text,
+)
+from models.advisor import RANKING_COLUMNS
 from models.diagnostics import (
     GUIDE_UPDATE_RATIO,
     STATISTICS_COLUMNS,
@@ -162,4 +169,56 @@ def representation_figure(frame: pd.DataFrame | None) -> go.Figure:
     figure.update_xaxes(title_text="Linear CKA", range=[min(0.0, lowest), 1.0])
     figure.update_yaxes(autorange="reversed", title_text="Block (input at the top)")
     figure.update_layout(height=max(260, 40 + 28 * len(frame)), showlegend=False)
+    return _base_layout(figure, title)
+
+
+def advisor_ranking_figure(
+    ranking: pd.DataFrame | None, chosen_units: Sequence[str] = (), max_units: int = 25
+) -> go.Figure:
+    """One bar per unit of the base, best-ranked first: its relative gradient ‖g‖ / ‖W‖ (log).
+
+    Units the plan unfreezes are drawn in the trainable colour, the others grey; the hover
+    gives the rank, the parameters and the layers.
+
+    Args:
+        ranking: `models.advisor.probe_gradients` or `group_blocks` frame (None or empty:
+            "not probed yet").
+        chosen_units: The plan's units (`AdvisorPlan.units`).
+        max_units: Draw at most this many, the best-ranked.
+
+    Returns:
+        A plotly figure.
+
+    Example:
+    >>> figure = advisor_ranking_figure(advice.ranking, advice.plan.units)
+    """
+    title = "Relative gradient ‖g‖ / ‖W‖ of the base's units, best-ranked first"
+    ranking = _check_frame(ranking, RANKING_COLUMNS, "ranking", "models.advisor's ranking frame")
+    if ranking.empty:
+        return _empty_figure(title, "Rank the layers to see how hard the task pulls on each.")
+    top = ranking.sort_values("rank").head(max_units)
+    chosen = set(chosen_units)
+    units = top["unit"].astype(str).tolist()
+    figure = go.Figure(
+        go.Bar(
+            x=top["relative_gradient"].to_numpy(dtype=np.float64),
+            y=units,
+            orientation="h",
+            marker_color=[
+                TRAINABLE_PALETTE[0] if unit in chosen else FROZEN_COLOR for unit in units
+            ],
+            customdata=np.stack(
+                [top["rank"].astype(int), top["parameters"].astype(int), top["num_layers"]], 1
+            ),
+            hovertemplate=(
+                "<b>%{y}</b> · rank %{customdata[0]}<br>‖g‖ / ‖W‖ %{x:.3g}<br>"
+                "%{customdata[1]:,} parameters in %{customdata[2]} layer(s)<extra></extra>"
+            ),
+        )
+    )
+    if len(ranking) > len(top):
+        title += f"<br><sup>The best {len(top)} of {len(ranking)} units</sup>"
+    figure.update_xaxes(type="log", title_text="‖g‖ / ‖W‖ (log); coloured: in the plan")
+    figure.update_yaxes(autorange="reversed")
+    figure.update_layout(height=max(260, 40 + 24 * len(top)), showlegend=False)
     return _base_layout(figure, title)
