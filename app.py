@@ -41,6 +41,7 @@ from components.train_step import (  # noqa: E402
 )
 from models.applications import APPLICATION_ENTRIES  # noqa: E402
 from models.datasets import BUNDLED_DATASETS  # noqa: E402
+from models.executor import LocalExecutor  # noqa: E402
 from models.keras_datasets import KERAS_DATASETS  # noqa: E402
 from models.layer_rates import layer_rates_frame  # noqa: E402
 from models.snapshot import RunSnapshot  # noqa: E402
@@ -83,6 +84,9 @@ def sidebar(workspace: Workspace, training: bool) -> None:
     started = actions.handle_training(workspace, panel.train, panel.all_frozen_choice)
     if started or panel.all_frozen_choice or bool(state.get(state.ALL_FROZEN_WARNING)) != warned:
         st.rerun()  # show the live run, or the warning's new state
+    executor = workspace.executor
+    if executor.name != "local" or executor.description != LocalExecutor().description:
+        st.sidebar.caption(f"Training runs on {executor.description}")
     if training:
         with st.sidebar:
             live_or_static(lambda: heartbeat(workspace), True, every=HEARTBEAT_SECONDS)

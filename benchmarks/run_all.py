@@ -30,6 +30,7 @@ BENCHMARKS = (
     "levers",
     "diagnostics_cost",
     "advisor",
+    "ray_overhead",
 )
 REPORT_PATH = Path(__file__).resolve().with_name("report.json")
 TIMEOUT_SECONDS = 600

@@ -15,6 +15,7 @@ from components.connections import connection_open
 from models.catalogue import load_template
 from models.datasets import ImageDataset, load_bundled_dataset
 from models.download import ProgressCallback
+from models.executor import Executor, executor_from_environment
 from models.keras_datasets import load_keras_dataset
 from models.run_store import RunStore
 from models.sessions import SessionRegistry
@@ -62,6 +63,17 @@ def training_slots() -> TrainingSlots:
     """One limit on concurrent training jobs for the whole server (FREEZELAB_TRAINING_SLOTS)."""
     configured = os.environ.get(SLOTS_ENVIRONMENT_VARIABLE, "").strip()
     return TrainingSlots(int(configured) if configured.isdigit() and int(configured) > 0 else None)
+
+
+@st.cache_resource(show_spinner="Connecting to the training executor...")
+def training_executor() -> Executor:
+    """Where this server's runs train: here (default) or on Ray (FREEZELAB_EXECUTOR=ray).
+
+    Chosen once per server process (`models.executor.executor_from_environment`); Ray is
+    connected once, never on a rerun. Ray unreachable falls back to local training, and the
+    executor's description says why.
+    """
+    return executor_from_environment(training_slots())
 
 
 @st.cache_resource

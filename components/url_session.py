@@ -29,6 +29,7 @@ from components.resources import (
     cached_template,
     run_store,
     session_registry,
+    training_executor,
     training_slots,
 )
 from models.catalogue import DEFAULT_MODEL
@@ -106,7 +107,10 @@ def _new_or_rebuilt(
         workspace = _rebuild(identifier, record)
     if workspace is None:
         workspace = Workspace(
-            cached_template(DEFAULT_MODEL), cached_dataset(DEFAULT_DATASET), slots=training_slots()
+            cached_template(DEFAULT_MODEL),
+            cached_dataset(DEFAULT_DATASET),
+            slots=training_slots(),
+            executor=training_executor(),
         )
         if apply_link is not None and record is None:
             apply_link(workspace, _query())
@@ -130,7 +134,9 @@ def _rebuild(identifier: str, record: SessionRecord) -> Workspace | None:
         else:
             template = _template_of(identifier, record.model_key, None)
             dataset = _dataset_of(identifier, record.data, template)
-        workspace = Workspace(template, dataset, slots=training_slots())
+        workspace = Workspace(
+            template, dataset, slots=training_slots(), executor=training_executor()
+        )
         paths = set(workspace.tree.paths())
         workspace.set_lora({p: s for p, s in record.adapters.items() if p in paths})
         workspace.apply_plan(set(record.frozen_paths) & paths)

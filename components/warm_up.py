@@ -64,7 +64,12 @@ def _warm_up_steps() -> dict[str, float]:
     started = time.perf_counter()
     import keras  # noqa: F401  (TensorFlow comes with it)
 
-    from components.resources import cached_dataset, cached_template, session_registry
+    from components.resources import (
+        cached_dataset,
+        cached_template,
+        session_registry,
+        training_executor,
+    )
     from components.runtime import keep_keras_session
     from models.catalogue import DEFAULT_MODEL
     from models.datasets import DEFAULT_DATASET
@@ -77,6 +82,9 @@ def _warm_up_steps() -> dict[str, float]:
     template, dataset = cached_template(DEFAULT_MODEL), cached_dataset(DEFAULT_DATASET)
     session_registry()  # starts the orphan reaper
     timings["bundled model and data"] = time.perf_counter() - started
+    started = time.perf_counter()
+    training_executor()  # connects Ray once (FREEZELAB_EXECUTOR=ray), off every page's thread
+    timings["training executor"] = time.perf_counter() - started
     started = time.perf_counter()
     # A throwaway workspace trains one batch: the process's first fit pays TensorFlow's
     # one-time set-up here, not in the first learner's run.

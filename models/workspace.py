@@ -25,6 +25,7 @@ from models.advisor import (
     default_budget,
 )
 from models.datasets import ImageDataset
+from models.executor import Executor, LocalExecutor
 from models.export import run_config
 from models.forgetting import pretraining_task_accuracy
 from models.job import Job, RunEnding
@@ -42,7 +43,7 @@ from models.lora import (
 )
 from models.plans import FreezePlan
 from models.template import ModelTemplate
-from models.training import JobState, TrainingConfig, TrainingJob, TrainingSlots
+from models.training import JobState, TrainingConfig, TrainingSlots
 from models.transfer import TRANSFER_MODEL_NAME, build_transfer_model
 from models.tree import LayerTree, ParameterCounts
 
@@ -113,6 +114,8 @@ class Workspace:
         dataset: The dataset the head is built for.
         seed: Seed for the new head's initial weights.
         slots: The server's `TrainingSlots` (a limit on concurrent training), if any.
+        executor: Where runs train (`models.executor`); a `LocalExecutor` with `slots` when
+            omitted.
 
     Example:
     >>> workspace = Workspace(template, load_bundled_dataset("digits_5_9"))
@@ -128,9 +131,11 @@ class Workspace:
         dataset: ImageDataset,
         seed: int = 0,
         slots: TrainingSlots | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self._lock = threading.Lock()
         self.slots = slots
+        self.executor: Executor = executor or LocalExecutor(slots)
         self._run_ids = itertools.count(1)
         self.runs: list[Run] = []
         self._run_listeners: list[Callable[[Run], None]] = []
@@ -451,13 +456,8 @@ class Workspace:
         """
         with self._lock:
             self._require_idle("start another run")
-            job = TrainingJob(
-                self.model,
-                self.dataset.x,
-                self.dataset.y,
-                config=config,
-                tree=self.tree,
-                slots=self.slots,
+            job = self.executor.training_job(
+                self.model, self.dataset.x, self.dataset.y, config=config, tree=self.tree
             )
             run = self._add_run(job, config)
         return self._train(run, background)
@@ -475,20 +475,12 @@ class Workspace:
         Returns:
             The new `Run`.
         """
-        from models.schedule import ScheduledJob
-
         with self._lock:
             self._require_idle("start another run")
-            job = ScheduledJob(
-                self.model,
-                self.dataset.x,
-                self.dataset.y,
-                self.tree,
-                self.base_path,
-                phases,
-                config,
-                slots=self.slots,
-            )
+            job = self.executor.scheduled_job(
+                self.model, self.dataset.x, self.dataset.y, self.tree, self.base_path,
+                tuple(phases), config,
+            )  # fmt: skip
             run = self._add_run(job, job.config, name=" → ".join(phase.name for phase in phases))
         return self._train(run, background)
 

@@ -34,7 +34,7 @@ SOURCES = {
     "models.upload_tables",
 }  # fmt: skip
 FORMATS = {"models.export", "models.run_store", "models.session_record"}
-SESSION = {"models.sessions", "models.workspace"}
+SESSION = {"models.executor", "models.ray_executor", "models.sessions", "models.workspace"}
 WORKSHOP = {"models.lessons", "models.pitfalls", "models.presets"}
 
 
