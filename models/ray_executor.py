@@ -63,8 +63,12 @@ __all__ = [
 
 LOGGER = logging.getLogger("freezelab")
 
-POLL_SECONDS = 0.5
+POLL_SECONDS = 0.25
 """How often the dispatcher asks each running worker for its progress."""
+
+RECORDS_EVERY_POLLS = 4
+"""The drift, statistics and representation records come back every this many polls (and at
+the end): about once a second."""
 
 CONNECT_TIMEOUT_SECONDS = 3.0
 """How long to wait for a Ray cluster's address to answer before calling it unreachable."""
@@ -154,6 +158,8 @@ class TrainingWorker:
 
         self._job: Any = None
         self._model: keras.Model | None = None
+        self._started = threading.Event()
+        _warm_up_training()
 
     def ready(self) -> str:
         """The worker's Keras backend, once the actor is up."""
@@ -161,6 +167,12 @@ class TrainingWorker:
 
     def start(self, spec: JobSpec, x: np.ndarray, y: np.ndarray) -> None:
         """Rebuilds the model from `spec`, checks its counts and starts training it."""
+        try:
+            self._start(spec, x, y)
+        finally:
+            self._started.set()
+
+    def _start(self, spec: JobSpec, x: np.ndarray, y: np.ndarray) -> None:
         from models.schedule import ScheduledJob
         from models.training import TrainingJob
 
@@ -187,22 +199,40 @@ class TrainingWorker:
         self._model, self._job = model, job
         job.start()
 
-    def poll(self) -> dict[str, Any]:
-        """The job's progress and records so far (all plain, picklable data)."""
+    def poll(self, records: bool = True) -> dict[str, Any]:
+        """The job's progress, and with `records` (always once it ended) its records so far.
+
+        Args:
+            records: Also send the drift, step-statistics and representation records (the
+                dispatcher asks for them about once a second; progress alone is cheap).
+
+        Returns:
+            Plain, picklable data.
+        """
         job = self._job
         progress = job.progress()
         plan = job.execution_plan
-        return {
+        report: dict[str, Any] = {
             "progress": progress,
-            "drift": job.drift_frame(),
-            "step_statistics": job.step_statistics_frame(),
-            "representation": job.representation(),
             "phase_boundaries": job.phase_boundaries(),
             "execution_note": None if plan is None else plan.message(),
             "execution_cached": plan is not None and bool(plan.cached),
-            "proof": job.proof() if progress.done else None,
             "pid": os.getpid(),
         }
+        if records or progress.done:
+            report["drift"] = job.drift_frame()
+            report["step_statistics"] = job.step_statistics_frame()
+            report["representation"] = job.representation()
+        if progress.done:
+            report["proof"] = job.proof()
+        return report
+
+    def wait_done(self) -> bool:
+        """Returns once the job has ended (the dispatcher waits on it instead of polling)."""
+        self._started.wait()
+        if self._job is not None:  # None: `start` failed, and said why
+            self._job.wait()
+        return True
 
     def cancel(self, reason: str) -> None:
         """Asks the job to stop after the current batch."""
@@ -212,6 +242,16 @@ class TrainingWorker:
     def final_values(self) -> tuple[np.ndarray, ...]:
         """Every variable's value after the job (call once `poll` says it ended)."""
         return _variable_values(self._model)
+
+
+def _warm_up_training() -> None:
+    """Trains one batch of a tiny model: a fresh process pays TensorFlow's one-time set-up
+    here, while the worker waits for a job, not in the first run it trains."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(np.zeros((8, 4), "float32"), np.zeros(8, "int64"), epochs=1, verbose=0)
 
 
 # ---------------------------------------------------------------------------- the job
@@ -426,10 +466,12 @@ class _Running:
     job: RayJob
     actor: Any
     started: Any  # the ObjectRef of `start`
+    done: Any = None  # the ObjectRef of `wait_done`, ready when the job has ended
     poll: Any = None  # the outstanding `poll` ObjectRef
     final: Any = None  # the outstanding `final_values` ObjectRef
     last: dict[str, Any] | None = None
     cancel_sent: bool = False
+    polls: int = 0
 
 
 class _Dispatcher:
@@ -484,8 +526,19 @@ class _Dispatcher:
                     self._step()
             except Exception:  # the dispatcher never dies: a broken step is logged
                 LOGGER.exception("The Ray dispatcher's step failed")
+            self._pause()
+
+    def _pause(self) -> None:
+        """Waits POLL_SECONDS, or less: a job that ends, a submit or a Stop wakes it."""
+        done = [running.done for running in self._running if running.done is not None]
+        if done and self._executor is not None and not self._wake.is_set():
+            try:
+                self._executor.ray.wait(done, num_returns=1, timeout=POLL_SECONDS)
+            except Exception:  # Ray shutting down: fall back to a plain wait
+                self._wake.wait(POLL_SECONDS)
+        else:
             self._wake.wait(POLL_SECONDS)
-            self._wake.clear()
+        self._wake.clear()
 
     def _step(self) -> None:
         ray = self._executor.ray
@@ -503,6 +556,10 @@ class _Dispatcher:
                 self._failed(ray, running, error)
 
     def _keep_warm(self, ray: Any) -> None:
+        """Keeps `_WARM_WORKERS` idle workers, started only while it slows no running job: with
+        nothing running, or with a CPU to spare besides the next worker's."""
+        if self._running and ray.available_resources().get("CPU", 0) < 2:
+            return
         while len(self._warm) < _WARM_WORKERS:
             actor = self._executor.actor_class.options(**self._executor.resources()).remote()
             self._warm.append((actor, actor.ready.remote()))
@@ -512,11 +569,13 @@ class _Dispatcher:
         if reason is not None:
             job._end(JobState.CANCELLED, f"{reason or 'Stopped by request'} before it began.", None)
             return
+        if not self._warm:  # every warm worker is in use: start one for this job
+            actor = self._executor.actor_class.options(**self._executor.resources()).remote()
+            self._warm.append((actor, actor.ready.remote()))
         actor, _ready = self._warm.pop(0)
         x, y = ray.put(job.x), ray.put(job.y)
         started = actor.start.remote(job.spec, x, y)
-        self._running.append(_Running(job, actor, started))
-        self._keep_warm(ray)
+        self._running.append(_Running(job, actor, started, done=actor.wait_done.remote()))
 
     def _advance(self, ray: Any, running: _Running) -> None:
         job = running.job
@@ -539,7 +598,10 @@ class _Dispatcher:
             return
         ray.get(running.started)  # raises the worker's error when the model did not build
         if running.poll is None:
-            running.poll = running.actor.poll.remote()
+            running.polls += 1
+            ended, _ = ray.wait([running.done], timeout=0)
+            records = bool(ended) or running.polls % RECORDS_EVERY_POLLS == 1
+            running.poll = running.actor.poll.remote(records)
         ready, _ = ray.wait([running.poll], timeout=0)
         if not ready:
             return
@@ -551,6 +613,7 @@ class _Dispatcher:
         if progress.done:
             job._set(**fields)
             running.final = running.actor.final_values.remote()
+            self._complete(ray, running, ray.get(running.final))  # the values, right away
         else:
             job._set(progress.state, **fields)
 
@@ -617,7 +680,8 @@ class RayExecutor:
         self.ray = ray
         self.address = address
         self.gpus = gpus
-        self.actor_class = ray.remote(TrainingWorker)
+        # Two calls at once: `wait_done` blocks while `poll`, `cancel` and the others answer.
+        self.actor_class = ray.remote(max_concurrency=4)(TrainingWorker)
         resources = ray.cluster_resources()
         where = f"Ray cluster at {address}" if address else "a local Ray instance"
         gpu_words = f", {resources.get('GPU', 0):g} GPUs" if resources.get("GPU") else ""

@@ -176,3 +176,30 @@ def test_ray_unreachable_falls_back_to_local_training_and_says_why():
         executor_from_environment(environment={**environment, "FREEZELAB_RAY_FALLBACK": "fail"})
     with pytest.raises(ValueError, match="FREEZELAB_EXECUTOR"):
         executor_from_environment(environment={"FREEZELAB_EXECUTOR": "dask"})
+
+
+def test_the_dashboard_trains_through_ray_with_the_same_page_and_proof(executor, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from components.resources import training_executor
+    from tests.app_helpers import open_tab
+    from tests.test_app import APP, button, wait_for_run
+
+    monkeypatch.setenv("FREEZELAB_EXECUTOR", "ray")
+    training_executor.clear()
+    try:
+        at = AppTest.from_file(APP, default_timeout=120).run()
+        assert any("Training runs on a local Ray instance" in c.value for c in at.sidebar.caption)
+        open_tab(at, "2 · Freeze")
+        button(at, "Freeze base (feature_extractor)").click().run()
+        button(at, "▶ Train").click().run()
+        workspace = at.session_state["workspace"]
+        assert isinstance(workspace.latest_run.job, RayJob)
+        wait_for_run(at, timeout=240)
+        assert not at.exception, [e.value for e in at.exception]
+        proof = workspace.latest_run.job.proof()
+        assert proof.all_unchanged and proof.num_checked > 0
+        open_tab(at, "5 · Drift")
+        assert any(proof.message() in s.value for s in at.success)
+    finally:
+        training_executor.clear()
