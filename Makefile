@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8501
 
-.PHONY: run test lint pytest chromium bundled screenshots clean
+.PHONY: run test lint pytest chromium nginx replicas bundled screenshots clean
 
 # The virtual environment is created once with the current python3.
 $(BIN)/python:
@@ -41,7 +41,19 @@ chromium:
 	  || echo "Could not install chromium; the browser tests will say how."; \
 	else echo "No Chromium found: the browser tests will fail; see README (Browser tests)."; fi
 
-test: lint chromium pytest
+# The replicas test (tests/browser/test_replicas.py) puts nginx in front of two servers. Install
+# Debian's package when it is missing and we can (root with apt-get); otherwise that test skips
+# and says how to install it. Only the binary is used: no system nginx service is configured.
+nginx:
+	@if [ -n "$$FREEZELAB_NGINX" ] || command -v nginx >/dev/null 2>&1 \
+	  || [ -x /usr/sbin/nginx ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "Installing Debian's nginx for the replicas test..."; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null \
+	  || echo "Could not install nginx; the replicas test will skip and say how."; \
+	else echo "No nginx found: the replicas test will skip; see README (Replicas)."; fi
+
+test: lint chromium nginx pytest
 
 # The oldest allowed core: requirements.txt's lower bounds (scripts/minimum_versions.py pins
 # the lowest allowed minor of each core package) in their own venv, running the tests that
@@ -85,3 +97,11 @@ bench: $(VENV)/.dev-installed
 .PHONY: loadtest
 loadtest: $(VENV)/.dev-installed chromium
 	$(BIN)/python benchmarks/loadtest.py $(LOADTEST_ARGS)
+
+# Replicas (README, Replicas behind a sticky proxy): REPLICAS Streamlit processes (ports 8501,
+# 8502, ...) behind nginx on PROXY_PORT, sharing the runs folder; Ctrl-C stops everything.
+# `make replicas REPLICAS_ARGS=--ray` also starts a Ray head (pip install -r requirements-ray.txt).
+REPLICAS ?= 2
+PROXY_PORT ?= 8080
+replicas: $(VENV)/.runtime-installed nginx
+	$(BIN)/python deploy/start_replicas.py --replicas $(REPLICAS) --port $(PROXY_PORT) $(REPLICAS_ARGS)
