@@ -132,14 +132,23 @@ def test_a_killed_worker_fails_the_run_and_leaves_the_model_unchanged(executor, 
     assert job.proof() is None
 
 
-def test_two_sessions_train_at_once_on_different_workers(executor):
+def test_sessions_train_at_once_on_different_workers_and_the_third_queues(executor):
     template = load_template(DEFAULT_MODEL)
     data = load_bundled_dataset("digits_5_9")
-    first = Workspace(template, data, executor=executor)
-    second = Workspace(template, data, executor=executor)
-    for workspace in (first, second):
+    workspaces = [Workspace(template, data, executor=executor) for _ in range(3)]
+    for workspace in workspaces:
         workspace.bulk_action("freeze_base")
-    runs = [w.start_run(TrainingConfig(epochs=2)) for w in (first, second)]
+    runs = [w.start_run(TrainingConfig(epochs=3)) for w in workspaces]
+    # The local instance has 2 CPUs and each worker asks for 1: the third run waits, and says so.
+    queued = False
+    deadline = time.monotonic() + 120
+    while not runs[2].job.progress().done and time.monotonic() < deadline:
+        progress = runs[2].job.progress()
+        queued |= progress.state is JobState.PENDING and "Queued on the Ray cluster" in (
+            progress.message
+        )
+        time.sleep(0.05)
+    assert queued
     for run in runs:
         assert run.job.wait(240).state is JobState.FINISHED, run.job.progress().message
         assert run.job.proof().all_unchanged
