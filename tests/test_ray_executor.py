@@ -123,6 +123,10 @@ def test_a_killed_worker_fails_the_run_and_leaves_the_model_unchanged(executor, 
     job = executor.training_job(model, x, y, config=TrainingConfig(epochs=200), tree=tree)
     job.start()
     wait_for_batches(job)
+    deadline = time.monotonic() + 60
+    while job.drift_frame().empty:  # the records come back about once a second
+        assert time.monotonic() < deadline, "no drift records came back"
+        time.sleep(0.05)
     os.kill(job.worker_pid, signal.SIGKILL)
     progress = job.wait(120)
     assert progress.state is JobState.FAILED and progress.message.startswith(WORKER_LOST)
