@@ -1,0 +1,1 @@
+"""Deployment recipes: FreezeLab replicas behind nginx (`deploy/start_replicas.py`)."""
