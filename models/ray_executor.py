@@ -402,10 +402,19 @@ class RayJob:
             self._report.update(report)
 
     def _end(self, state: JobState, message: str, proof: VerificationResult | None) -> None:
+        """Ends the job; its done callbacks run in a thread of their own, as a local job's
+        run in its training thread, so a slow listener (saving the run, measuring forgetting)
+        never holds up the dispatcher and the other jobs' progress."""
         with self._lock:
             self._state, self._message, self._proof = state, message, proof
-        self._done_callbacks.fire(self)  # before `wait` returns, as a local job's thread does
-        self._ended.set()
+
+        def fire() -> None:
+            try:
+                self._done_callbacks.fire(self)
+            finally:
+                self._ended.set()  # `wait` returns after the callbacks, as for a local job
+
+        threading.Thread(target=fire, name="freezelab-ray-job-ended", daemon=True).start()
 
     def _finish_with(self, values: Sequence[np.ndarray], worker_proof: Any) -> VerificationResult:
         """Sets the returned values on the session's model; returns the proof checked here."""
