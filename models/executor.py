@@ -41,6 +41,7 @@ __all__ = [
     "EXECUTOR_VARIABLE",
     "FALLBACK_VARIABLE",
     "GPUS_VARIABLE",
+    "WARM_WORKERS_VARIABLE",
     "Executor",
     "LocalExecutor",
     "executor_from_environment",
@@ -57,6 +58,10 @@ FALLBACK_VARIABLE = "FREEZELAB_RAY_FALLBACK"
 
 GPUS_VARIABLE = "FREEZELAB_RAY_GPUS"
 """GPUs a Ray job asks for: "auto" (default: 1 when the cluster has GPUs, else 0), or a number."""
+
+WARM_WORKERS_VARIABLE = "FREEZELAB_RAY_WARM_WORKERS"
+"""Idle Ray workers each server process keeps ready (default 1; 0 on a small shared cluster,
+where every replica's idle worker would hold a CPU)."""
 
 EXECUTORS = ("local", "ray")
 """The executors `FREEZELAB_EXECUTOR` may name."""
@@ -168,6 +173,7 @@ def executor_from_environment(
         return RayExecutor.connect(
             address=environment.get("RAY_ADDRESS") or None,
             gpus=environment.get(GPUS_VARIABLE, "auto"),
+            warm_workers=environment.get(WARM_WORKERS_VARIABLE, "1").strip() or "1",
         )
     except (ImportError, ConnectionError, RuntimeError, ValueError) as error:
         reason = (

@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -46,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from models.drift import ADAPTED_VARIABLE_NAMES, LayerCheck, VerificationResult
+from models.executor import GPUS_VARIABLE, WARM_WORKERS_VARIABLE
 from models.job import DoneCallbacks, JobState, PhaseBoundary, TrainingProgress
 from models.representation import RepresentationReport
 from models.training_config import TrainingConfig
@@ -53,6 +55,7 @@ from models.tree import LayerTree, ParameterCounts
 
 __all__ = [
     "POLL_SECONDS",
+    "WARM_WORKERS",
     "WORKER_LOST",
     "JobSpec",
     "RayExecutor",
@@ -76,7 +79,10 @@ CONNECT_TIMEOUT_SECONDS = 3.0
 WORKER_LOST = "failed: worker lost"
 """How a run whose Ray worker died ends (its message starts with it)."""
 
-_WARM_WORKERS = 1
+WARM_WORKERS = 1
+"""Idle workers each server process keeps ready by default (`FREEZELAB_RAY_WARM_WORKERS`): TF
+imported and one tiny step traced, so a run's first progress shows within seconds. Each holds
+a CPU (or GPU) of the cluster while it waits."""
 
 
 # ----------------------------------------------------------------------------- the spec
@@ -555,7 +561,12 @@ class _Dispatcher:
             return
         self._keep_warm(ray)
         while not self._inbox.empty():
-            self._launch(ray, self._inbox.get())
+            job = self._inbox.get()
+            try:
+                self._launch(ray, job)
+            except Exception as error:  # never leave a job waiting for a launch that failed
+                LOGGER.exception("A Ray job could not be sent to a worker")
+                job._end(JobState.FAILED, f"The job could not be sent to Ray: {error}", None)
         for running in list(self._running):
             try:
                 self._advance(ray, running)
@@ -563,13 +574,21 @@ class _Dispatcher:
                 self._lost(running, error)
             except ray.exceptions.RayTaskError as error:
                 self._failed(ray, running, error)
+            except Exception as error:  # a job that cannot advance ends; it never hangs
+                LOGGER.exception("A Ray job could not be advanced")
+                self._failed(ray, running, error)
 
     def _keep_warm(self, ray: Any) -> None:
-        """Keeps `_WARM_WORKERS` idle workers, started only while it slows no running job: with
-        nothing running, or with a CPU to spare besides the next worker's."""
+        """Keeps the executor's `warm_workers` idle workers, started only while it slows no
+        running job: with nothing running, or with a CPU to spare besides the next worker's."""
+        wanted = self._executor.warm_workers
+        while len(self._warm) > wanted:  # fewer asked for: free what they hold
+            actor, _ready = self._warm.pop()
+            with contextlib.suppress(Exception):
+                ray.kill(actor)
         if self._running and ray.available_resources().get("CPU", 0) < 2:
             return
-        while len(self._warm) < _WARM_WORKERS:
+        while len(self._warm) < wanted:
             actor = self._executor.actor_class.options(**self._executor.resources()).remote()
             self._warm.append((actor, actor.ready.remote()))
 
@@ -599,11 +618,7 @@ class _Dispatcher:
             return
         ready, _ = ray.wait([running.started], timeout=0)
         if not ready:
-            free = ray.available_resources().get("CPU", 0)
-            job._set(
-                JobState.PENDING,
-                f"Queued on the Ray cluster: waiting for a worker ({free:g} CPU free now).",
-            )
+            job._set(JobState.PENDING, _queued_message(ray, running.actor))
             return
         ray.get(running.started)  # raises the worker's error when the model did not build
         if running.poll is None:
@@ -631,7 +646,8 @@ class _Dispatcher:
         progress: TrainingProgress = report["progress"]
         proof = job._finish_with(values, report.get("proof"))
         self._running.remove(running)
-        ray.kill(running.actor)
+        with contextlib.suppress(Exception):  # the worker is done with; it may be gone
+            ray.kill(running.actor)
         job._end(progress.state, progress.message, proof)
 
     def _lost(self, running: _Running, error: Exception) -> None:
@@ -645,10 +661,37 @@ class _Dispatcher:
         )
 
     def _failed(self, ray: Any, running: _Running, error: Exception) -> None:
-        self._running.remove(running)
-        ray.kill(running.actor)
+        if running in self._running:
+            self._running.remove(running)
+        with contextlib.suppress(Exception):  # already gone
+            ray.kill(running.actor)
         cause = getattr(error, "cause", None) or error
         running.job._end(JobState.FAILED, f"The Ray worker could not train this run: {cause}", None)
+
+
+def _queued_message(ray: Any, actor: Any) -> str:
+    """What a job whose worker has not started it yet shows: Ray's own scheduling state of the
+    worker (as `ray list actors` shows it) and the cluster's free CPUs."""
+    free = f"{ray.available_resources().get('CPU', 0):g} CPU free now"
+    state = ray_actor_state(actor)
+    words = "the worker is up, receiving the model" if state == "ALIVE" else "waiting for a worker"
+    ray_words = "" if state is None else f"Ray: {state}; "
+    return f"Queued on the Ray cluster: {words} ({ray_words}{free})."
+
+
+def ray_actor_state(actor: Any) -> str | None:
+    """Ray's scheduling state of an actor: "PENDING_CREATION" (waiting for resources or still
+    starting), "DEPENDENCIES_UNREADY", "ALIVE", "RESTARTING" or "DEAD".
+
+    Read from the cluster's control store (GCS), which needs no Ray dashboard (the public
+    `ray.util.state` API does). None where this Ray version does not answer.
+    """
+    try:
+        from ray._private import state
+
+        return str(state.actors(actor._actor_id.hex())["State"]) or None
+    except Exception:  # a private API: any Ray version may change it
+        return None
 
 
 # ------------------------------------------------------------------------- the executor
@@ -674,21 +717,32 @@ class RayExecutor:
         address: The cluster's address ("" for a local instance started here).
         gpus: GPUs per job (0 or 1).
         dispatcher: The dispatcher whose thread connected to Ray (`connect` makes both).
+        warm_workers: Idle workers kept ready (`WARM_WORKERS`; 0: each run starts its own, and
+            its first progress waits for TensorFlow to load there). Can be changed later.
 
     Example:
     >>> executor = RayExecutor.connect(address="10.0.0.5:6379")
-    >>> executor.description
-    'Ray cluster at 10.0.0.5:6379: 16 CPUs, 2 GPUs (each run asks for 1 GPU).'
+    >>> executor.description  # (one line)
+    'Ray cluster at 10.0.0.5:6379: 16 CPUs, 2 GPUs (each run asks for 1 GPU; 1 idle worker
+    kept ready).'
     """
 
     name = "ray"
     _lock = threading.Lock()
     _connected: RayExecutor | None = None
 
-    def __init__(self, ray: Any, address: str, gpus: int, dispatcher: _Dispatcher) -> None:
+    def __init__(
+        self,
+        ray: Any,
+        address: str,
+        gpus: int,
+        dispatcher: _Dispatcher,
+        warm_workers: int = WARM_WORKERS,
+    ) -> None:
         self.ray = ray
         self.address = address
         self.gpus = gpus
+        self.warm_workers = warm_workers
         # Two calls at once: `wait_done` blocks while `poll`, `cancel` and the others answer.
         self.actor_class = ray.remote(max_concurrency=4)(TrainingWorker)
         resources = ray.cluster_resources()
@@ -696,25 +750,43 @@ class RayExecutor:
         gpu_words = f", {resources.get('GPU', 0):g} GPUs" if resources.get("GPU") else ""
         self.description = (
             f"{where}: {resources.get('CPU', 0):g} CPUs{gpu_words} (each run asks for "
-            f"{'1 GPU' if gpus else '1 CPU'})."
+            f"{'1 GPU' if gpus else '1 CPU'}; {warm_workers} idle worker"
+            f"{'' if warm_workers == 1 else 's'} kept ready)."
         )
         self.dispatcher = dispatcher
         dispatcher.serve(self)
 
     @classmethod
-    def connect(cls, address: str | None = None, gpus: str | int = "auto") -> RayExecutor:
-        """Connects to Ray once per process (later calls return the same executor).
+    def connect(
+        cls,
+        address: str | None = None,
+        gpus: str | int = "auto",
+        warm_workers: str | int = WARM_WORKERS,
+    ) -> RayExecutor:
+        """Connects to Ray once per process (later calls return the same executor, with the
+        settings of the first).
 
         Args:
             address: A cluster's "host:port" (`RAY_ADDRESS`); None starts a local instance.
             gpus: "auto" (1 when the cluster has GPUs), or 0 / 1.
+            warm_workers: Idle workers this process keeps ready (0 or more).
 
         Raises:
             ImportError: When Ray is not installed.
             ConnectionError: When `address` does not answer.
-            ValueError: For a malformed address or GPU setting.
+            ValueError: For a malformed address, GPU or warm-worker setting.
         """
         import ray
+
+        try:
+            warm = int(warm_workers)
+        except ValueError:
+            warm = -1
+        if warm < 0:
+            raise ValueError(
+                f"{WARM_WORKERS_VARIABLE} must be a whole number, 0 or more; received "
+                f"{warm_workers!r}."
+            )
 
         if address and address != "auto" and not _reachable(address):
             raise ConnectionError(
@@ -751,9 +823,9 @@ class RayExecutor:
                     count = int(gpus)
                 except ValueError as error:
                     raise ValueError(
-                        f"FREEZELAB_RAY_GPUS must be 'auto', 0 or 1; received {gpus!r}."
+                        f"{GPUS_VARIABLE} must be 'auto', 0 or 1; received {gpus!r}."
                     ) from error
-            cls._connected = cls(ray, address or "", count, dispatcher)
+            cls._connected = cls(ray, address or "", count, dispatcher, warm)
             return cls._connected
 
     def resources(self) -> dict[str, Any]:

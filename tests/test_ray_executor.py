@@ -27,7 +27,7 @@ from models.workspace import Workspace
 
 ray = pytest.importorskip("ray", reason="Ray is optional: pip install -r requirements-ray.txt")
 
-from models.ray_executor import WORKER_LOST, RayExecutor, RayJob  # noqa: E402
+from models.ray_executor import POLL_SECONDS, WORKER_LOST, RayExecutor, RayJob  # noqa: E402
 
 BASE = "transfer_model/feature_extractor"
 
@@ -136,6 +136,51 @@ def test_a_killed_worker_fails_the_run_and_leaves_the_model_unchanged(executor, 
     assert job.proof() is None
 
 
+def test_a_run_whose_values_cannot_be_set_fails_and_the_dispatcher_goes_on(executor, digits):
+    x, y = digits
+    model, tree = fresh_model()
+    before = values(model)
+    job = executor.training_job(model, x, y, config=TrainingConfig(epochs=1), tree=tree)
+
+    def refuse(returned, worker_proof):
+        raise RuntimeError("the session's model was replaced meanwhile")
+
+    job._finish_with = refuse  # a fault on the session's side, after the worker finished
+    job.start()
+    progress = job.wait(120)
+    assert progress.state is JobState.FAILED
+    assert "the session's model was replaced meanwhile" in progress.message
+    assert all(np.array_equal(a, b) for a, b in zip(values(model), before, strict=True))
+    # The next job is served as usual.
+    model, tree = fresh_model()
+    following = executor.training_job(model, x, y, config=TrainingConfig(epochs=1), tree=tree)
+    assert following.run().state is JobState.FINISHED
+
+
+def test_with_no_warm_workers_a_run_starts_its_own_and_none_stays_idle(executor, digits):
+    x, y = digits
+    assert "1 idle worker kept ready" in executor.description
+    executor.warm_workers = 0
+    try:
+        executor.dispatcher.wake()
+        deadline = time.monotonic() + 30
+        while executor.dispatcher._warm:  # the idle one is let go
+            assert time.monotonic() < deadline, "the idle worker was kept"
+            time.sleep(0.05)
+        model, tree = fresh_model()
+        job = executor.training_job(model, x, y, config=TrainingConfig(epochs=1), tree=tree)
+        assert job.run().state is JobState.FINISHED and job.proof().all_unchanged
+        time.sleep(4 * POLL_SECONDS)
+        assert not executor.dispatcher._warm
+    finally:
+        executor.warm_workers = 1
+        executor.dispatcher.wake()
+    environment = {"FREEZELAB_EXECUTOR": "ray", "FREEZELAB_RAY_WARM_WORKERS": "some"}
+    fallback = executor_from_environment(environment=environment)
+    assert isinstance(fallback, LocalExecutor)
+    assert "FREEZELAB_RAY_WARM_WORKERS must be a whole number" in fallback.description
+
+
 def test_sessions_train_at_once_on_different_workers_and_the_third_queues(executor):
     template = load_template(DEFAULT_MODEL)
     data = load_bundled_dataset("digits_5_9")
@@ -144,15 +189,17 @@ def test_sessions_train_at_once_on_different_workers_and_the_third_queues(execut
         workspace.bulk_action("freeze_base")
     runs = [w.start_run(TrainingConfig(epochs=3)) for w in workspaces]
     # The local instance has 2 CPUs and each worker asks for 1: the third run waits, and says so.
-    queued = False
+    queued = set()
     deadline = time.monotonic() + 120
     while not runs[2].job.progress().done and time.monotonic() < deadline:
         progress = runs[2].job.progress()
-        queued |= progress.state is JobState.PENDING and "Queued on the Ray cluster" in (
-            progress.message
-        )
+        if progress.state is JobState.PENDING:
+            queued.add(progress.message)
         time.sleep(0.05)
-    assert queued
+    assert any(message.startswith("Queued on the Ray cluster") for message in queued), queued
+    # Ray's own scheduling state of the waiting worker, as Ray reports it right now.
+    states = {m.split("Ray: ")[1].split(";")[0] for m in queued if "Ray: " in m}
+    assert "PENDING_CREATION" in states, queued
     for run in runs:
         assert run.job.wait(240).state is JobState.FINISHED, run.job.progress().message
         assert run.job.proof().all_unchanged
