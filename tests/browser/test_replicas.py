@@ -8,8 +8,10 @@ through the Chrome DevTools Protocol), and nginx's access log says the same afte
 websockets close. A session link opened in the other context lands on the other process, which
 rebuilds the session from the shared runs folder.
 
-Marked slow (two servers, about 30-40 s on 2 cores); `make test` runs it. It skips only
-when no nginx can be found (`make test` installs Debian's as root).
+Each test runs twice: with the replicas training in their own processes ("local"), and with
+the recipe's Ray head, every run trained on it ("ray"). Marked slow (two servers; about 40 s
+local and 90 s with Ray on 2 cores); `make test` runs it. It skips only when no nginx can be
+found (`make test` installs Debian's as root), and the Ray half when Ray is not installed.
 """
 
 from __future__ import annotations
@@ -47,9 +49,7 @@ from tests.browser.test_browser import (
 pytestmark = pytest.mark.slow
 
 
-# "ray" (the recipe's Ray head, runs trained on it) is not in the list yet: through the proxy its
-# ended run was sometimes not saved, or the page did not show "Finished" (see the README).
-@pytest.fixture(scope="module", params=["local"])
+@pytest.fixture(scope="module", params=["local", "ray"])
 def replicas(request, tmp_path_factory) -> Iterator[Replicas]:
     """Two replicas behind nginx on free ports, sharing a fresh runs folder; their runs train
     in the replicas' own processes ("local") or on a Ray head the recipe starts ("ray")."""
@@ -267,6 +267,9 @@ def test_a_session_link_opened_on_the_other_replica_is_rebuilt_from_the_shared_r
     trainer.page.get_by_role("button", name="▶ Train").click()
     go(trainer.page, "4 · Train")
     expect(trainer.page.get_by_text("Finished 1 epoch(s).")).to_be_visible(timeout=120_000)
+    if replicas.ray:  # trained on the recipe's Ray head, not in the replica's own process
+        train = trainer.page.get_by_role("tabpanel", name="4 · Train")
+        expect(train.get_by_text(re.compile(r"On a Ray worker: "))).to_be_visible()
     proof = "All 6 frozen layers are bitwise unchanged."
     expect(
         trainer.page.get_by_role("tabpanel", name="4 · Train").get_by_text(proof)
@@ -289,5 +292,6 @@ def test_a_session_link_opened_on_the_other_replica_is_rebuilt_from_the_shared_r
     expect(metric(guest.page, "Trainable params")).to_have_text(trainable)  # the plan, from disk
     go(guest.page, "Compare runs")
     compare = guest.page.get_by_role("tabpanel", name="Compare runs")
-    expect(compare.get_by_text("Run 1", exact=True)).to_be_visible(timeout=30_000)  # stored run
+    stored = compare.get_by_test_id("stMultiSelect").get_by_text("Run 1", exact=True)
+    expect(stored).to_be_visible(timeout=30_000)  # the stored run, chosen to compare
     wait_for_app(guest.page)
