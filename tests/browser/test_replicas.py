@@ -264,8 +264,12 @@ def test_a_session_link_opened_on_the_other_replica_is_rebuilt_from_the_shared_r
     trainable, _ = expected_counts_with_base_frozen()
     expect(metric(trainer.page, "Trainable params")).to_have_text(trainable)
     set_epochs(trainer.page, 1)
-    trainer.page.get_by_role("button", name="▶ Train").click()
     go(trainer.page, "4 · Train")
+    # Once the epochs' rerun is over: a click that lands while the server reruns the script
+    # for the field was once dropped on a loaded machine (the page still said "Press ▶ Train").
+    expect(trainer.page.get_by_label("Epochs", exact=True)).to_have_value("1")
+    wait_for_app(trainer.page)
+    trainer.page.get_by_role("button", name="▶ Train").click()
     expect(trainer.page.get_by_text("Finished 1 epoch(s).")).to_be_visible(timeout=120_000)
     if replicas.ray:  # trained on the recipe's Ray head, not in the replica's own process
         train = trainer.page.get_by_role("tabpanel", name="4 · Train")
