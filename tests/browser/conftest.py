@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, Page
 
 from tests.browser.harness import CHROMIUM_ARGS, ROOT, find_chromium, streamlit_server
 
@@ -47,3 +50,20 @@ def artifacts() -> Path:
     """Folder for screenshots and timings kept by the tests."""
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture
+def new_page(browser: Browser) -> Iterator[Callable[[], Page]]:
+    """Makes pages in browser contexts of their own (one learner each) and closes them all when
+    the test ends: a page left open keeps its live fragments rerunning on the session's server
+    (every second on the Train step) for the rest of the test run."""
+    contexts = []
+
+    def make() -> Page:
+        contexts.append(browser.new_context())
+        return contexts[-1].new_page()
+
+    yield make
+    for context in contexts:
+        with contextlib.suppress(Exception):  # already closed by the test
+            context.close()

@@ -170,9 +170,9 @@ def test_stop_during_training_keeps_results_and_a_new_start_works(page: Page, ap
     expect(page.get_by_text(re.compile(r"Run 2 · 1 epochs")).first).to_be_visible()
 
 
-def test_two_browser_contexts_do_not_share_a_model(browser, app_url):
-    first = browser.new_context().new_page()
-    second = browser.new_context().new_page()
+def test_two_browser_contexts_do_not_share_a_model(new_page, app_url):
+    first = new_page()
+    second = new_page()
     open_app(first, app_url)
     open_app(second, app_url)
     go(first, "2 · Freeze")
@@ -379,11 +379,11 @@ def test_an_open_page_that_sends_nothing_for_longer_than_the_grace_keeps_its_job
 
 
 def test_a_closed_page_has_its_job_cancelled_after_the_grace_period_and_saved_as_orphaned(
-    browser, app_url, runs_folder
+    new_page, app_url, runs_folder
 ):
     from tests.browser.conftest import ORPHAN_GRACE_SECONDS
 
-    leaving = browser.new_context().new_page()
+    leaving = new_page()
     open_app(leaving, app_url)
     set_epochs(leaving, 1000)
     leaving.get_by_role("button", name="▶ Train").click()
@@ -401,14 +401,14 @@ def test_a_closed_page_has_its_job_cancelled_after_the_grace_period_and_saved_as
     assert stored["ending"] == "orphaned" and stored["state"] == "cancelled"
     assert time.monotonic() - closed_at > ORPHAN_GRACE_SECONDS - 3  # not before the grace
     # The slot is free: another learner's run starts and finishes at once.
-    other = browser.new_context().new_page()
+    other = new_page()
     open_app(other, app_url)
     set_epochs(other, 1)
     other.get_by_role("button", name="▶ Train").click()
     go(other, "4 · Train")
     expect(other.get_by_text("Finished 1 epoch(s).")).to_be_visible(timeout=60_000)
     # Coming back to the same link shows the run, marked as orphaned.
-    returning = browser.new_context().new_page()
+    returning = new_page()
     open_app(returning, address)
     go(returning, "4 · Train")
     expect(returning.get_by_text(re.compile("Ended as orphaned"))).to_be_visible(timeout=30_000)
