@@ -173,7 +173,7 @@ def executor_from_environment(
         return RayExecutor.connect(
             address=environment.get("RAY_ADDRESS") or None,
             gpus=environment.get(GPUS_VARIABLE, "auto"),
-            warm_workers=environment.get(WARM_WORKERS_VARIABLE, "1").strip() or "1",
+            warm_workers=environment.get(WARM_WORKERS_VARIABLE, "").strip() or None,
         )
     except (ImportError, ConnectionError, RuntimeError, ValueError) as error:
         reason = (

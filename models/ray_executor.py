@@ -748,20 +748,25 @@ class RayExecutor:
         resources = ray.cluster_resources()
         where = f"Ray cluster at {address}" if address else "a local Ray instance"
         gpu_words = f", {resources.get('GPU', 0):g} GPUs" if resources.get("GPU") else ""
-        self.description = (
-            f"{where}: {resources.get('CPU', 0):g} CPUs{gpu_words} (each run asks for "
-            f"{'1 GPU' if gpus else '1 CPU'}; {warm_workers} idle worker"
-            f"{'' if warm_workers == 1 else 's'} kept ready)."
-        )
+        self._cluster_words = f"{where}: {resources.get('CPU', 0):g} CPUs{gpu_words}"
         self.dispatcher = dispatcher
         dispatcher.serve(self)
+
+    @property
+    def description(self) -> str:
+        """Where runs train, in words (the sidebar shows it)."""
+        plural = "" if self.warm_workers == 1 else "s"
+        return (
+            f"{self._cluster_words} (each run asks for {'1 GPU' if self.gpus else '1 CPU'}; "
+            f"{self.warm_workers} idle worker{plural} kept ready)."
+        )
 
     @classmethod
     def connect(
         cls,
         address: str | None = None,
         gpus: str | int = "auto",
-        warm_workers: str | int = WARM_WORKERS,
+        warm_workers: str | int | None = None,
     ) -> RayExecutor:
         """Connects to Ray once per process (later calls return the same executor, with the
         settings of the first).
@@ -769,7 +774,8 @@ class RayExecutor:
         Args:
             address: A cluster's "host:port" (`RAY_ADDRESS`); None starts a local instance.
             gpus: "auto" (1 when the cluster has GPUs), or 0 / 1.
-            warm_workers: Idle workers this process keeps ready (0 or more).
+            warm_workers: Idle workers this process keeps ready (0 or more; None:
+                `WARM_WORKERS`).
 
         Raises:
             ImportError: When Ray is not installed.
@@ -779,7 +785,7 @@ class RayExecutor:
         import ray
 
         try:
-            warm = int(warm_workers)
+            warm = WARM_WORKERS if warm_workers is None else int(warm_workers)
         except ValueError:
             warm = -1
         if warm < 0:

@@ -162,6 +162,7 @@ def test_with_no_warm_workers_a_run_starts_its_own_and_none_stays_idle(executor,
     assert "1 idle worker kept ready" in executor.description
     executor.warm_workers = 0
     try:
+        assert "0 idle workers kept ready" in executor.description
         executor.dispatcher.wake()
         deadline = time.monotonic() + 30
         while executor.dispatcher._warm:  # the idle one is let go
