@@ -487,6 +487,7 @@ class _Running:
     last: dict[str, Any] | None = None
     cancel_sent: bool = False
     polls: int = 0
+    queued_polls: int = 0  # dispatcher steps spent waiting for the worker to start the job
 
 
 class _Dispatcher:
@@ -617,8 +618,10 @@ class _Dispatcher:
                 self._complete(ray, running, ray.get(running.final))
             return
         ready, _ = ray.wait([running.started], timeout=0)
-        if not ready:
-            job._set(JobState.PENDING, _queued_message(ray, running.actor))
+        if not ready:  # Ray's state of the worker, asked about once a second (a GCS call)
+            if running.queued_polls % RECORDS_EVERY_POLLS == 0:
+                job._set(JobState.PENDING, _queued_message(ray, running.actor))
+            running.queued_polls += 1
             return
         ray.get(running.started)  # raises the worker's error when the model did not build
         if running.poll is None:
